@@ -1,0 +1,114 @@
+"""The embedded zoo: small timm models trained on PlantedShapes, shipped inside the package.
+
+Each entry is a safetensors file and a JSON model card in ``zoo_weights/``. The architectures are
+declared here (loading needs them); the training recipe that produces the weights lives in
+:mod:`workbench.training.zoo`, above the data layer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from workbench.models.model import Model
+
+WEIGHTS_DIR = Path(__file__).parent / "zoo_weights"
+ZOO_MEAN = (0.5, 0.5, 0.5)
+ZOO_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """How a zoo model is built and which PlantedShapes configuration it is trained on."""
+
+    name: str
+    arch: str
+    arch_kwargs: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    description: str = ""
+    recipe: dict = field(default_factory=dict)  # overrides of the training recipe's defaults
+
+
+ZOO: dict[str, ZooEntry] = {
+    e.name: e
+    for e in [
+        ZooEntry(
+            "resnet_shapes",
+            "test_resnet",
+            # output_stride 8 keeps an 8x8 map at 64 px, so GradCAM on layer4 is not a 2x2 blur
+            {"output_stride": 8},
+            {"rule": "shape"},
+            "Small CNN (timm test_resnet, output stride 8) classifying the shape of the object.",
+        ),
+        ZooEntry(
+            "vit_shapes",
+            "test_vit",
+            {"img_size": 64, "patch_size": 8},
+            {"rule": "shape"},
+            "Small ViT (timm test_vit, 8x8 patches of 8 px, CLS token, 6 blocks).",
+            {"epochs": 20, "lr": 2e-3},  # a ViT from scratch needs more passes than the CNN
+        ),
+        ZooEntry(
+            "resnet_shapes_shortcut",
+            "test_resnet",
+            {"output_stride": 8},
+            {"rule": "shape", "shortcut": "patch", "shortcut_correlation": 1.0},
+            "The CNN trained with a label-coded corner patch always present: it learns the shortcut.",
+        ),
+    ]
+}
+
+
+def build_zoo_net(name: str, num_classes: int) -> nn.Module:
+    """The untrained network of a zoo entry (used by loading and by the training recipe)."""
+    import timm
+
+    entry = _entry(name)
+    return timm.create_model(entry.arch, pretrained=False, num_classes=num_classes, **entry.arch_kwargs)
+
+
+def _entry(name: str) -> ZooEntry:
+    if name not in ZOO:
+        from workbench._core.validation import closest_names
+
+        raise KeyError(f"unknown zoo model {name!r}; available: {sorted(ZOO)} (closest: {closest_names(name, ZOO)})")
+    return ZOO[name]
+
+
+def zoo_card(name: str) -> dict:
+    """The model card of a zoo model (empty dict when its weights have not been trained yet)."""
+    _entry(name)
+    path = WEIGHTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def list_zoo() -> dict[str, dict]:
+    """Zoo names with their model cards (data config, accuracy, training command, seed)."""
+    return {name: zoo_card(name) or {"description": ZOO[name].description, "trained": False} for name in ZOO}
+
+
+def load_zoo(name: str) -> Model:
+    """Build a zoo model and load its embedded weights (offline)."""
+    from safetensors.torch import load_file
+
+    entry = _entry(name)
+    weights = WEIGHTS_DIR / f"{name}.safetensors"
+    card = zoo_card(name)
+    if not weights.exists() or not card:
+        raise FileNotFoundError(
+            f"zoo model {name!r} has no embedded weights at {weights}; train them with `workbench zoo train {name}`"
+        )
+    net = build_zoo_net(name, num_classes=len(card["labels"]))
+    net.load_state_dict(load_file(str(weights)))
+    return Model(
+        net,
+        mean=card.get("mean", ZOO_MEAN),
+        std=card.get("std", ZOO_STD),
+        input_size=card["input_size"],
+        labels=card["labels"],
+        spec=f"zoo:{name}",
+        card=card,
+    )

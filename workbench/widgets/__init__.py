@@ -1,0 +1,15 @@
+"""Panel + HoloViews widgets: the only package of the workbench that imports panel, holoviews or bokeh.
+
+Importing it loads Panel's JavaScript inline, once (no CDN): see :func:`ensure_extension`.
+Widgets receive results (images, predictions, maps, concepts); they never train or explain by themselves.
+"""
+
+from workbench.widgets._common import ensure_extension
+from workbench.widgets.dataset_viewer import DatasetViewer
+
+ensure_extension()
+
+__all__ = [
+    "DatasetViewer",
+    "ensure_extension",
+]

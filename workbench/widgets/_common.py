@@ -1,0 +1,205 @@
+"""Helpers shared by the widgets: image encoding, mask contours, and the one Panel extension call.
+
+Everything that turns tensors into pixels for display lives here, so every widget shows images the
+same way. Only ``workbench.widgets`` imports this module (it imports Panel).
+
+Resources are always inline (``pn.extension(inline=True)``): the widgets render offline, in
+JupyterLab, under ``panel serve`` and in an exported HTML file, and nothing is fetched from a CDN.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+_EXTENSION_LOADED = False
+
+
+def ensure_extension(force: bool = False) -> None:
+    """Load Panel's (and HoloViews') JavaScript inline, once per process.
+
+    ``workbench.widgets`` calls this on import, so users never need ``pn.extension()`` themselves.
+    In a notebook the resources are published as the output of the cell that imports the widgets
+    (several MB, hence only once). Call it with ``force=True`` after reloading the browser page
+    of a running kernel, which loses the JavaScript the kernel published before.
+    """
+    global _EXTENSION_LOADED
+    if _EXTENSION_LOADED and not force:
+        return
+    import holoviews  # noqa: F401  (imported first so pn.extension loads its resources inline too)
+    import panel as pn
+
+    pn.extension(inline=True)
+    _EXTENSION_LOADED = True
+
+
+def widget_kwargs(widget_type: type, **kwargs):
+    """Panel widget keywords across versions: ``label``/``color``/``variant`` (Panel >= 1.8)
+    fall back to ``name``/``button_type``/``button_style`` where the widget lacks the new names."""
+    old = {"label": "name", "color": "button_type", "variant": "button_style"}
+    return {k if k in widget_type.param else old.get(k, k): v for k, v in kwargs.items()}
+
+
+# ---------------------------------------------------------------- tensors -> pixels
+
+
+def to_rgb_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """One image (3, H, W) float in [0, 1] -> (H, W, 3) uint8 (values outside [0, 1] are clipped)."""
+    arr = (
+        image.detach().float().cpu().numpy()
+        if isinstance(image, torch.Tensor)
+        else np.asarray(image, np.float32)
+    )
+    if arr.ndim != 3 or arr.shape[0] not in (1, 3):
+        raise ValueError(f"image: expected shape (3, H, W) or (1, H, W), got {arr.shape}")
+    if arr.shape[0] == 1:
+        arr = np.repeat(arr, 3, axis=0)
+    return (np.clip(arr.transpose(1, 2, 0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def to_rgba(image: torch.Tensor | np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+    """One image (3, H, W) float in [0, 1] -> (H, W, 4) uint8 RGBA (opaque unless ``alpha`` (H, W) in [0, 1])."""
+    rgb = to_rgb_uint8(image)
+    a = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+    if alpha is not None:
+        a = (np.clip(np.asarray(alpha, np.float32), 0, 1)[..., None] * 255 + 0.5).astype(np.uint8)
+    return np.concatenate([rgb, a], axis=-1)
+
+
+def rgba_to_uint32(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 -> (H, W) uint32, flipped vertically: the layout of Bokeh's ``image_rgba``."""
+    return np.ascontiguousarray(np.flipud(rgba)).view(np.uint32)[..., 0]
+
+
+def _as_pixels(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Accept (3, H, W) float [0, 1] tensors/arrays or already converted (H, W, 3|4) uint8 arrays."""
+    if (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[-1] in (3, 4)
+    ):
+        return image
+    return to_rgb_uint8(image)
+
+
+def png_bytes(image: torch.Tensor | np.ndarray, size: int | None = None, smooth: bool | None = None) -> bytes:
+    """Encode an image as PNG, optionally resized so that its longer side is ``size`` pixels.
+
+    ``image`` is (3, H, W) float in [0, 1] or (H, W, 3|4) uint8. Upscaling uses nearest neighbour
+    (pixels stay crisp, which matters for small synthetic images) unless ``smooth=True``;
+    downscaling uses a Lanczos filter.
+    """
+    from PIL import Image
+
+    pixels = _as_pixels(image)
+    pil = Image.fromarray(pixels)
+    if size is not None:
+        h, w = pixels.shape[:2]
+        scale = size / max(h, w)
+        new = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if new != (w, h):
+            up = scale > 1
+            resample = Image.Resampling.LANCZOS if not up or smooth else Image.Resampling.NEAREST
+            pil = pil.resize(new, resample)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def png_data_uri(
+    image: torch.Tensor | np.ndarray, size: int | None = None, smooth: bool | None = None
+) -> str:
+    """``data:image/png;base64,...`` for an ``<img src>`` (see :func:`png_bytes`)."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image, size, smooth)).decode("ascii")
+
+
+def img_tag(uri: str, alt: str, width: int | None = None, css_class: str = "", pixelated: bool = True) -> str:
+    """An ``<img>`` element for a data URI; the alt text names the image for screen readers and tests."""
+    style = "image-rendering: pixelated;" if pixelated else ""
+    w = f' width="{int(width)}"' if width else ""
+    cls = f' class="{html.escape(css_class)}"' if css_class else ""
+    return f'<img src="{uri}" alt="{html.escape(alt)}"{w}{cls} style="{style} display:block;">'
+
+
+# ---------------------------------------------------------------- masks
+
+
+def _shift_or(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation with a (2r+1) square, by shifted ORs (no SciPy needed)."""
+    out = mask.copy()
+    h, w = mask.shape
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy == 0 and dx == 0:
+                continue
+            ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+            xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+            out[yd, xd] |= mask[ys, xs]
+    return out
+
+
+def mask_contour(mask: np.ndarray, thickness: int = 1, inside: bool = True) -> np.ndarray:
+    """The boundary of a boolean mask (H, W): pixels of the mask next to the outside (``inside=True``)
+    or pixels outside next to the mask (``inside=False``), ``thickness`` pixels wide."""
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask: expected shape (H, W), got {mask.shape}")
+    if inside:
+        return mask & _shift_or(~mask, thickness)  # the mask minus its erosion
+    return _shift_or(mask, thickness) & ~mask
+
+
+def contour_overlay(
+    image: torch.Tensor | np.ndarray,
+    mask: torch.Tensor | np.ndarray | None,
+    scale: int = 4,
+    color: Sequence[int] = (255, 255, 255),
+    outline: Sequence[int] | None = (0, 0, 0),
+    thickness: int | None = None,
+) -> np.ndarray:
+    """Draw the contour of ``mask`` on ``image``, upsampled by ``scale`` so the line is thin and crisp.
+
+    Parameters
+    ----------
+    image
+        (3, H, W) float in [0, 1].
+    mask
+        (H, W) bool; None returns the upsampled image unchanged.
+    scale
+        Integer upsampling factor (nearest neighbour) applied before drawing.
+    color, outline
+        The line is ``color`` inside the mask and ``outline`` just outside it, so it stays visible on
+        light and dark backgrounds alike (``outline=None`` draws a single line).
+    thickness
+        Width of each of the two lines in output pixels (default ``max(1, scale // 2)``).
+
+    Returns
+    -------
+    np.ndarray
+        (H * scale, W * scale, 3) uint8.
+    """
+    rgb = to_rgb_uint8(image)
+    scale = max(1, int(scale))
+    rgb = rgb.repeat(scale, 0).repeat(scale, 1)
+    if mask is None:
+        return rgb
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    m = m.astype(bool)
+    if m.shape != rgb.shape[:2] and (m.shape[0] * scale, m.shape[1] * scale) != rgb.shape[:2]:
+        raise ValueError(
+            f"mask: expected shape {rgb.shape[0] // scale, rgb.shape[1] // scale}, got {m.shape}"
+        )
+    if m.shape != rgb.shape[:2]:
+        m = m.repeat(scale, 0).repeat(scale, 1)
+    t = thickness or max(1, scale // 2)
+    out = rgb.copy()
+    if outline is not None:
+        out[mask_contour(m, t, inside=False)] = np.asarray(outline, np.uint8)
+    out[mask_contour(m, t, inside=True)] = np.asarray(color, np.uint8)
+    return out

@@ -1,0 +1,746 @@
+"""DatasetViewer: a paged grid of image thumbnails with a detail pane for the selected image.
+
+The viewer receives everything it shows (images, labels, predictions, masks, concepts); it never
+runs a model by itself. :meth:`DatasetViewer.from_planted` is the one explicit convenience that runs
+a model the caller hands over, once, to fill in the predictions.
+
+Clicking works the same in JupyterLab, under ``panel serve`` and in Playwright: the grid is one
+small :class:`panel.custom.JSComponent` that draws each thumbnail as an HTML ``<button>`` (image and
+caption inside, ``class="wb-thumb"``, ``data-index="<i>"``, an accessible name "Image i: ...") and
+sets its ``selected`` parameter on click; the Python side watches it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import panel as pn
+import param
+import torch
+from panel.custom import JSComponent
+from panel.viewable import Viewer
+
+from workbench._core.batching import iter_batches
+from workbench._core.devices import module_device
+from workbench._core.validation import check_images
+from workbench.widgets._common import contour_overlay, ensure_extension, img_tag, png_data_uri, widget_kwargs
+
+ALL_CLASSES = "all classes"
+SHOW_OPTIONS = ("all", "mistakes", "correct")
+_THUMB_CACHE_SIZE = 1024
+
+_CSS = """
+:host { --wb-ok: #1b7f3b; --wb-bad: #c62828; --wb-accent: #1565c0; --wb-muted: #5f6368; }
+.wb-header { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px; color: #202124; }
+.wb-header .wb-title { font-weight: 600; font-size: 15px; margin-right: 10px; }
+.wb-header .wb-summary { color: var(--wb-muted); }
+.wb-header .wb-hint { color: #9aa0a6; }
+.wb-pageinfo { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px;
+  color: var(--wb-muted); white-space: nowrap; line-height: 30px; }
+.wb-detail-info { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px; color: #202124; }
+.wb-detail-info .wb-detail-title { font-weight: 600; font-size: 15px; margin: 0 0 6px 0; }
+.wb-detail-info table { border-collapse: collapse; margin-bottom: 8px; }
+.wb-detail-info th { text-align: left; font-weight: 500; color: var(--wb-muted); padding: 2px 12px 2px 0; vertical-align: top; }
+.wb-detail-info td { padding: 2px 0; }
+.wb-detail-info .wb-ok { color: var(--wb-ok); font-weight: 600; }
+.wb-detail-info .wb-bad { color: var(--wb-bad); font-weight: 600; }
+.wb-detail-info .wb-section { font-weight: 600; margin: 6px 0 4px 0; }
+.wb-detail-info .wb-concepts { display: flex; flex-wrap: wrap; gap: 4px; margin: 0; padding: 0; list-style: none; }
+.wb-detail-info .wb-concepts li { background: #e8f0fe; color: #174ea6; border-radius: 10px; padding: 1px 8px; font-size: 12px; }
+.wb-detail-info .wb-concepts li .wb-group { color: var(--wb-muted); }
+.wb-detail-info .wb-none { color: var(--wb-muted); font-style: italic; }
+.wb-detail-image img { border-radius: 4px; box-shadow: 0 0 0 1px #dadce0; }
+"""
+
+_GRID_CSS = """
+:host { display: block; }
+.wb-grid { display: grid; gap: 6px; align-items: start; font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+.wb-thumb { display: flex; flex-direction: column; align-items: center; gap: 2px; margin: 0; padding: 3px;
+  background: #fff; border: 2px solid #dadce0; border-radius: 6px; cursor: pointer; font: inherit; color: #202124; }
+.wb-thumb:hover { border-color: #8ab4f8; background: #f8fbff; }
+.wb-thumb:focus-visible { outline: 2px solid var(--wb-accent, #1565c0); outline-offset: 1px; }
+.wb-thumb.wb-wrong { border-color: #ef9a9a; background: #fff5f5; }
+.wb-thumb.wb-selected { border-color: #1565c0; box-shadow: 0 0 0 2px #1565c0; background: #e8f0fe; }
+.wb-thumb img { display: block; image-rendering: pixelated; border-radius: 3px; }
+.wb-caption { display: block; width: 100%; font-size: 11px; line-height: 13px; text-align: center;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.wb-caption .wb-index { color: #5f6368; }
+.wb-caption.wb-pred { color: #5f6368; }
+.wb-caption.wb-pred.wb-ok { color: #1b7f3b; }
+.wb-caption.wb-pred.wb-bad { color: #c62828; font-weight: 600; }
+.wb-empty { color: #5f6368; font-style: italic; padding: 12px; font-size: 13px; }
+"""
+
+
+class ThumbnailGrid(JSComponent):
+    """A grid of clickable thumbnails; ``selected`` is the dataset index of the last one clicked.
+
+    Each item of ``items`` is a dict with ``index``, ``src`` (a data URI), ``alt`` (the button's
+    accessible name), ``label`` and ``pred`` (caption lines, ``pred`` may be empty), ``status``
+    ("ok", "bad" or "": the prediction is right, wrong, or not comparable) and ``wrong``.
+    """
+
+    items = param.List(default=[], doc="Thumbnails to draw, in order.")
+    selected = param.Integer(default=-1, doc="Dataset index of the selected thumbnail (-1: none).")
+    columns = param.Integer(default=8, bounds=(1, None))
+    thumb_size = param.Integer(default=80, bounds=(8, None))
+
+    _stylesheets = [_GRID_CSS]
+
+    _esm = """
+    export function render({ model, el }) {
+      const grid = document.createElement("div");
+      grid.className = "wb-grid";
+      grid.setAttribute("role", "group");
+      grid.setAttribute("aria-label", "Thumbnails");
+
+      function line(text, cls) {
+        const span = document.createElement("span");
+        span.className = "wb-caption " + cls;
+        span.textContent = text;
+        return span;
+      }
+
+      function mark() {
+        for (const b of grid.querySelectorAll(".wb-thumb")) {
+          const on = Number(b.dataset.index) === model.selected;
+          b.classList.toggle("wb-selected", on);
+          b.setAttribute("aria-pressed", on ? "true" : "false");
+        }
+      }
+
+      function build() {
+        grid.style.gridTemplateColumns = `repeat(${model.columns}, ${model.thumb_size + 10}px)`;
+        grid.replaceChildren();
+        if (!model.items.length) {
+          const empty = document.createElement("div");
+          empty.className = "wb-empty";
+          empty.textContent = "No images match the current filter.";
+          grid.appendChild(empty);
+        }
+        for (const item of model.items) {
+          const b = document.createElement("button");
+          b.type = "button";
+          b.className = "wb-thumb" + (item.wrong ? " wb-wrong" : "");
+          b.id = "wb-thumb-" + item.index;
+          b.dataset.index = String(item.index);
+          b.title = item.alt;
+          b.setAttribute("aria-label", item.alt);
+          const img = document.createElement("img");
+          img.src = item.src;
+          img.alt = "";
+          img.width = model.thumb_size;
+          img.height = model.thumb_size;
+          img.draggable = false;
+          b.appendChild(img);
+          b.appendChild(line(item.label, "wb-label"));
+          if (item.pred) {
+            b.appendChild(line(item.pred, "wb-pred" + (item.status ? " wb-" + item.status : "")));
+          }
+          b.addEventListener("click", () => { model.selected = item.index; });
+          grid.appendChild(b);
+        }
+        mark();
+      }
+
+      build();
+      model.on(["items", "columns", "thumb_size"], build);
+      model.on("selected", mark);
+      el.appendChild(grid);
+    }
+    """
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    try:
+        return np.asarray(x)
+    except Exception as err:  # noqa: BLE001 - re-raised with the argument name
+        raise ValueError(f"{name}: could not convert {type(x).__name__} to an array ({err})") from err
+
+
+def _check_index_vector(x: Any, name: str, n: int) -> np.ndarray:
+    arr = _to_numpy(x, name)
+    if arr.ndim == 2 and arr.shape[0] == n:
+        raise ValueError(
+            f"{name}: expected class indices of shape ({n},), got shape {arr.shape}; pass indices, e.g. logits.argmax(1)"
+        )
+    if arr.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},) to match the {n} images, got shape {arr.shape}")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        if (
+            np.issubdtype(arr.dtype, np.floating)
+            and np.all(np.isfinite(arr))
+            and np.all(arr == np.round(arr))
+        ):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"{name}: expected integer class indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if n and arr.min() < 0:
+        raise ValueError(f"{name}: class indices must be >= 0, got {int(arr.min())}")
+    return arr
+
+
+def _check_bool_matrix(x: Any, name: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+    arr = _to_numpy(x, name)
+    if arr.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} ({what}), got shape {arr.shape}")
+    if arr.dtype != bool:
+        if not np.all((arr == 0) | (arr == 1)):
+            raise ValueError(f"{name}: expected booleans (or 0/1), got dtype {arr.dtype} with other values")
+        arr = arr.astype(bool)
+    return arr
+
+
+def _names(names: Sequence[str] | None, count: int, name: str, default: str) -> list[str]:
+    if names is None:
+        return [f"{default}{i}" for i in range(count)]
+    if isinstance(names, str):
+        raise ValueError(f"{name}: expected a list of names, got the string {names!r}")
+    out = [str(s) for s in names]
+    if len(out) < count:
+        raise ValueError(f"{name}: {len(out)} names given, but at least {count} are needed")
+    return out
+
+
+class DatasetViewer(Viewer):
+    """A paged thumbnail grid of images with labels, predictions, object masks and concepts.
+
+    Click a thumbnail (or call :meth:`select`) to show it large in the detail pane, with the
+    contour of its object mask, its label, prediction and the concepts present.
+
+    Parameters
+    ----------
+    images
+        (N, 3, H, W) float tensor in [0, 1] (pixel space, like everywhere in the workbench).
+    labels, predictions
+        (N,) integer class indices (tensor, array or list), both optional. Mistakes (prediction !=
+        label) get a red caption and can be filtered.
+    class_names
+        Names of the class indices (default "0", "1", ...).
+    prediction_names
+        Names of the prediction indices when the model has its own label space (an ImageNet model
+        on PlantedShapes, say); predictions are then shown but never counted as mistakes. Default:
+        ``class_names``, the same label space as the labels.
+    masks
+        (N, H, W) bool object masks, drawn as a contour in the detail pane.
+    concepts, concept_names
+        (N, K) bool concept presence and the K names; names such as ``"shape=circle"`` are shown
+        as "shape: circle".
+    confidences
+        (N,) float in [0, 1], the probability of the predicted class, shown next to it.
+    columns
+        Thumbnails per row.
+    thumb_size
+        Side of a thumbnail in screen pixels.
+    max_items
+        Thumbnails per page: never more than this many are rendered at once.
+    detail_size
+        Side of the large image in the detail pane, in screen pixels.
+    title
+        Heading shown above the grid.
+    """
+
+    selected = param.Integer(
+        default=0, bounds=(0, None), doc="Index (into the dataset) of the selected image."
+    )
+    page = param.Integer(default=0, bounds=(0, None), doc="Current page (0-based) of the filtered images.")
+    show = param.Selector(default="all", objects=list(SHOW_OPTIONS), doc="Which images to list.")
+    class_filter = param.Selector(
+        default=ALL_CLASSES, objects=[ALL_CLASSES], doc="Only images with this label."
+    )
+    show_mask = param.Boolean(default=True, doc="Draw the object mask contour in the detail pane.")
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: Any = None,
+        predictions: Any = None,
+        class_names: Sequence[str] | None = None,
+        masks: Any = None,
+        concepts: Any = None,
+        concept_names: Sequence[str] | None = None,
+        columns: int = 8,
+        thumb_size: int = 80,
+        max_items: int = 48,
+        confidences: Any = None,
+        detail_size: int = 256,
+        title: str = "Dataset",
+        prediction_names: Sequence[str] | None = None,
+        **params: Any,
+    ):
+        ensure_extension()
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(images)
+        check_images(images, name="images", channels=3)
+        n, _, h, w = images.shape
+        for name, value, lo, hi in (
+            ("columns", columns, 1, 64),
+            ("thumb_size", thumb_size, 16, 512),
+            ("max_items", max_items, 1, 1000),
+            ("detail_size", detail_size, 64, 1024),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or not lo <= value <= hi:
+                raise ValueError(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
+
+        self.images = images.detach().cpu()
+        self.n = int(n)
+        self.labels = None if labels is None else _check_index_vector(labels, "labels", self.n)
+        self.predictions = (
+            None if predictions is None else _check_index_vector(predictions, "predictions", self.n)
+        )
+        same_space = prediction_names is None or (
+            class_names is not None and [str(c) for c in prediction_names] == [str(c) for c in class_names]
+        )
+        in_class_space = [a for a in (self.labels, self.predictions if same_space else None) if a is not None]
+        top = max([int(a.max()) for a in in_class_space], default=-1)
+        self.class_names = _names(class_names, top + 1, "class_names", "")
+        self.prediction_names = (
+            self.class_names if same_space else _names(prediction_names, 0, "prediction_names", "")
+        )
+        self.same_label_space = same_space
+        checks = (("labels", self.labels, "class_names", self.class_names),
+                  ("predictions", self.predictions, "prediction_names" if prediction_names is not None else "class_names",
+                   self.prediction_names))  # fmt: skip
+        for name, arr, names_arg, names in checks:
+            if arr is not None and int(arr.max()) >= len(names):
+                raise ValueError(
+                    f"{name}: class index {int(arr.max())} is out of range for {len(names)} {names_arg}"
+                )
+        self.masks = (
+            None
+            if masks is None
+            else _check_bool_matrix(masks, "masks", (self.n, h, w), "N, H, W like the images")
+        )
+        if concepts is not None:
+            c = _to_numpy(concepts, "concepts")
+            k = c.shape[1] if c.ndim == 2 else -1
+            self.concepts = _check_bool_matrix(c, "concepts", (self.n, max(k, 0)), "N images, K concepts")
+            self.concept_names = _names(concept_names, k, "concept_names", "concept_")
+            if len(self.concept_names) != k:
+                raise ValueError(
+                    f"concept_names: expected {k} names (one per concept column), got {len(self.concept_names)}"
+                )
+        else:
+            if concept_names is not None:
+                raise ValueError("concept_names: given without concepts")
+            self.concepts, self.concept_names = None, []
+        self.confidences = None
+        if confidences is not None:
+            conf = _to_numpy(confidences, "confidences").astype(np.float64)
+            if conf.shape != (self.n,) or not np.all((conf >= 0) & (conf <= 1)):
+                raise ValueError(
+                    f"confidences: expected shape ({self.n},) with values in [0, 1], got shape {conf.shape}"
+                )
+            self.confidences = conf
+        self.columns, self.thumb_size, self.max_items = int(columns), int(thumb_size), int(max_items)
+        self.detail_size = int(detail_size)
+        self.title = str(title)
+        self._thumb_cache: OrderedDict[int, str] = OrderedDict()
+        self._comparable = self.labels is not None and self.predictions is not None and self.same_label_space
+
+        super().__init__(**params)
+        self.param.selected.bounds = (0, self.n - 1)
+        self.param.class_filter.objects = (
+            [ALL_CLASSES, *self.class_names] if self.labels is not None else [ALL_CLASSES]
+        )
+        self._filtered = np.arange(self.n)
+        self._build()
+        self.param.watch(self._on_filter, ["show", "class_filter"])
+        self.param.watch(self._on_page, ["page"])
+        self.param.watch(self._on_selected, ["selected"])
+        self.param.watch(self._render_detail, ["show_mask"])
+        self._on_filter()
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_planted(
+        cls, data: Any, model: torch.nn.Module | None = None, batch_size: int = 256, **kwargs: Any
+    ) -> DatasetViewer:
+        """A viewer of a PlantedShapes dataset; with ``model``, its predictions are computed once.
+
+        The model runs here, explicitly, under ``torch.inference_mode`` in batches of ``batch_size``
+        on the model's device; the viewer itself only receives the predictions and confidences.
+        A model whose class names (``model.labels``) differ from the data's has its own label space
+        (an ImageNet model, say): its predictions are shown with its names and never counted as
+        mistakes. ``kwargs`` go to the constructor (``columns``, ``max_items``, ...).
+        """
+        predictions = confidences = None
+        if model is not None:
+            try:
+                names = list(model.labels)
+            except (AttributeError, TypeError):
+                names = None
+            if names is not None and names != list(data.class_names):
+                kwargs.setdefault("prediction_names", names)
+            elif names is None:
+                warnings.warn(
+                    "model has no class names (.labels); its predictions are assumed to index the data's"
+                    f" classes {list(data.class_names)}",
+                    stacklevel=2,
+                )
+            predictions, confidences = predict(model, data.images, batch_size=batch_size)
+        kwargs.setdefault("title", "PlantedShapes")
+        return cls(
+            data.images,
+            labels=data.labels,
+            predictions=predictions,
+            class_names=data.class_names,
+            masks=data.object_masks,
+            concepts=data.concepts,
+            concept_names=data.concept_names,
+            confidences=confidences,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def n_pages(self) -> int:
+        """Number of pages of the filtered images (at least 1)."""
+        return max(1, math.ceil(len(self._filtered) / self.max_items))
+
+    @property
+    def filtered_indices(self) -> np.ndarray:
+        """Dataset indices that pass the current filters, in order."""
+        return self._filtered.copy()
+
+    @property
+    def visible_indices(self) -> list[int]:
+        """Dataset indices of the thumbnails on the current page."""
+        start = self.page * self.max_items
+        return [int(i) for i in self._filtered[start : start + self.max_items]]
+
+    @property
+    def mistakes(self) -> np.ndarray:
+        """Indices where the prediction differs from the label (empty without both, or across label spaces)."""
+        if not self._comparable:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(self.labels != self.predictions)
+
+    def select(self, index: int) -> None:
+        """Select image ``index`` (0 <= index < N); shows its page, clearing filters that hide it."""
+        if isinstance(index, bool) or not isinstance(index, int | np.integer | torch.Tensor):
+            raise ValueError(f"select: expected an integer index, got {type(index).__name__} {index!r}")
+        if isinstance(index, torch.Tensor):
+            if index.numel() != 1 or index.is_floating_point():
+                raise ValueError(
+                    f"select: expected an integer index, got a tensor of shape {tuple(index.shape)}"
+                )
+            index = int(index.item())
+        index = int(index)
+        if not 0 <= index < self.n:
+            raise IndexError(
+                f"select: index {index} is out of range for {self.n} images (valid: 0..{self.n - 1})"
+            )
+        self.selected = index
+
+    def next_page(self) -> None:
+        """Go to the next page (stays on the last one)."""
+        self.page = min(self.page + 1, self.n_pages - 1)
+
+    def previous_page(self) -> None:
+        """Go to the previous page (stays on the first one)."""
+        self.page = max(self.page - 1, 0)
+
+    def item(self, index: int) -> dict[str, Any]:
+        """What the detail pane shows for ``index``: label, prediction, confidence, concepts (names)."""
+        if not 0 <= int(index) < self.n:
+            raise IndexError(
+                f"item: index {index} is out of range for {self.n} images (valid: 0..{self.n - 1})"
+            )
+        i = int(index)
+        out: dict[str, Any] = {"index": i}
+        out["label"] = None if self.labels is None else self.class_names[self.labels[i]]
+        out["prediction"] = None if self.predictions is None else self.prediction_names[self.predictions[i]]
+        out["confidence"] = None if self.confidences is None else float(self.confidences[i])
+        out["correct"] = bool(self.labels[i] == self.predictions[i]) if self._comparable else None
+        out["concepts"] = (
+            [] if self.concepts is None else [self.concept_names[k] for k in np.flatnonzero(self.concepts[i])]
+        )
+        return out
+
+    def panel(self) -> pn.viewable.Viewable:
+        """The Panel layout (also what displaying the viewer shows)."""
+        return self._layout
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    def __repr__(self) -> str:
+        return f"DatasetViewer(n={self.n}, selected={self.selected}, page={self.page + 1}/{self.n_pages})"
+
+    __str__ = __repr__
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self._header = pn.pane.HTML(
+            self._header_html(), stylesheets=[_CSS], margin=(0, 5), sizing_mode="stretch_width"
+        )
+        self._prev = pn.widgets.Button(
+            **widget_kwargs(pn.widgets.Button, label="\u25c0 Prev"),
+            width=80,
+            margin=(5, 5),
+            css_classes=["wb-prev"],
+        )
+        self._next = pn.widgets.Button(
+            **widget_kwargs(pn.widgets.Button, label="Next \u25b6"),
+            width=80,
+            margin=(5, 5),
+            css_classes=["wb-next"],
+        )
+        self._prev.on_click(lambda _e: self.previous_page())
+        self._next.on_click(lambda _e: self.next_page())
+        self._page_info = pn.pane.HTML(
+            "", stylesheets=[_CSS], margin=(5, 8), css_classes=["wb-pageinfo-pane"]
+        )
+        self._goto = pn.widgets.IntInput(
+            **widget_kwargs(pn.widgets.IntInput, label=""),
+            value=self.selected,
+            start=0,
+            end=self.n - 1,
+            width=90,
+            margin=(5, 5),
+            css_classes=["wb-goto"],
+        )
+        self._goto.param.watch(self._on_goto, "value")
+        controls: list[Any] = [self._prev, self._page_info, self._next]
+        controls.append(
+            pn.pane.HTML('<span class="wb-pageinfo">Go to #</span>', stylesheets=[_CSS], margin=(5, 0, 5, 16))
+        )
+        controls.append(self._goto)
+        self._show_widget = pn.widgets.RadioButtonGroup.from_param(
+            self.param.show,
+            **widget_kwargs(pn.widgets.RadioButtonGroup, label="", color="light", variant="outline"),
+            margin=(5, 5, 5, 16),
+            width=230,
+        )
+        self._class_widget = pn.widgets.Select.from_param(
+            self.param.class_filter, **widget_kwargs(pn.widgets.Select, label=""), width=150, margin=(5, 5)
+        )
+        if self._comparable:
+            controls.append(self._show_widget)
+        if self.labels is not None:
+            controls.append(self._class_widget)
+        self._grid = ThumbnailGrid(
+            columns=self.columns,
+            thumb_size=self.thumb_size,
+            selected=self.selected,
+            width=self.columns * (self.thumb_size + 16),
+            margin=(5, 5),
+            css_classes=["wb-grid-pane"],
+        )
+        self._grid.param.watch(self._on_grid_click, "selected")
+        self._detail_image = pn.pane.HTML(
+            "", stylesheets=[_CSS], margin=(0, 0), css_classes=["wb-detail-image"]
+        )
+        self._detail_info = pn.pane.HTML(
+            "", stylesheets=[_CSS], margin=(4, 0), css_classes=["wb-detail-pane"], width=self.detail_size
+        )
+        mask_toggle = pn.widgets.Checkbox.from_param(
+            self.param.show_mask,
+            **widget_kwargs(pn.widgets.Checkbox, label="object mask contour"),
+            margin=(6, 0, 0, 0),
+            disabled=self.masks is None,
+        )
+        self._detail = pn.Column(
+            self._detail_image,
+            mask_toggle,
+            self._detail_info,
+            width=self.detail_size + 24,
+            margin=(5, 5, 5, 16),
+            styles={
+                "padding": "10px",
+                "border": "1px solid #dadce0",
+                "border-radius": "8px",
+                "background": "#fff",
+            },
+            css_classes=["wb-detail"],
+        )
+        self._layout = pn.Column(
+            self._header,
+            pn.Row(*controls, margin=0),
+            pn.FlexBox(self._grid, self._detail, flex_wrap="wrap", align_items="flex-start", margin=0),
+            sizing_mode="stretch_width",
+            css_classes=["wb-dataset-viewer"],
+        )
+
+    def _header_html(self) -> str:
+        parts = [f"{self.n} images", f"{tuple(self.images.shape[2:])[0]}\u00d7{self.images.shape[3]} px"]
+        if self.labels is not None:
+            parts.append(f"{len(self.class_names)} classes")
+        if self._comparable:
+            correct = int((self.labels == self.predictions).sum())
+            parts.append(f"accuracy {correct / self.n:.1%} ({correct}/{self.n}, {self.n - correct} mistakes)")
+        summary = " \u00b7 ".join(parts)
+        return (
+            f'<div class="wb-header"><span class="wb-title">{html.escape(self.title)}</span>'
+            f'<span class="wb-summary">{html.escape(summary)}</span>'
+            '<span class="wb-hint"> \u00b7 click a thumbnail to inspect it</span></div>'
+        )
+
+    # ------------------------------------------------------------------ rendering
+    def _thumb_uri(self, i: int) -> str:
+        uri = self._thumb_cache.get(i)
+        if uri is None:
+            h, w = self.images.shape[2:]
+            size = self.thumb_size if max(h, w) > self.thumb_size else None  # small images: scaled by CSS
+            uri = png_data_uri(self.images[i], size=size)
+            self._thumb_cache[i] = uri
+            if len(self._thumb_cache) > _THUMB_CACHE_SIZE:
+                self._thumb_cache.popitem(last=False)
+        else:
+            self._thumb_cache.move_to_end(i)
+        return uri
+
+    def _thumb_item(self, i: int) -> dict[str, Any]:
+        info = self.item(i)
+        label = f"#{i}" + (f" {info['label']}" if info["label"] is not None else "")
+        pred = ""
+        if info["prediction"] is not None:
+            pred = ("\u2192 " if info["label"] is not None else "pred ") + info["prediction"]
+        alt = f"Image {i}"
+        if info["label"] is not None:
+            alt += f": label {info['label']}"
+        if info["prediction"] is not None:
+            alt += f", prediction {info['prediction']}" + (" (mistake)" if info["correct"] is False else "")
+        status = {True: "ok", False: "bad", None: ""}[info["correct"]]
+        return {
+            "index": i, "src": self._thumb_uri(i), "alt": alt, "label": label, "pred": pred,
+            "status": status, "wrong": info["correct"] is False,
+        }  # fmt: skip
+
+    def _render_grid(self) -> None:
+        self._grid.items = [self._thumb_item(i) for i in self.visible_indices]
+        n_f = len(self._filtered)
+        start = self.page * self.max_items
+        shown = f"{start}\u2013{min(start + self.max_items, n_f) - 1}" if n_f else "none"
+        filt = "" if n_f == self.n else f" ({n_f} of {self.n} match)"
+        self._page_info.object = f'<span class="wb-pageinfo">Page {self.page + 1} / {self.n_pages} \u00b7 items {shown}{filt}</span>'
+        self._prev.disabled = self.page == 0
+        self._next.disabled = self.page >= self.n_pages - 1
+
+    def _render_detail(self, *_events: Any) -> None:
+        i = self.selected
+        info = self.item(i)
+        h = self.images.shape[2]
+        scale = max(1, round(self.detail_size / h))
+        mask = self.masks[i] if self.masks is not None and self.show_mask else None
+        pixels = contour_overlay(
+            self.images[i], mask, scale=scale, thickness=max(1, round(2 * h * scale / self.detail_size))
+        )
+        uri = png_data_uri(pixels, size=self.detail_size)
+        alt = f"Image {i}" + (" with its object mask contour" if mask is not None else "")
+        self._detail_image.object = img_tag(uri, alt, width=self.detail_size, css_class="wb-detail-img")
+        self._detail_info.object = self._detail_html(info)
+
+    def _detail_html(self, info: dict[str, Any]) -> str:
+        esc = html.escape
+        rows = []
+        if info["label"] is not None:
+            rows.append(f'<tr><th>label</th><td class="wb-label">{esc(info["label"])}</td></tr>')
+        if info["prediction"] is not None:
+            cls = {True: "wb-ok", False: "wb-bad", None: ""}[info["correct"]]
+            conf = "" if info["confidence"] is None else f" ({info['confidence']:.2f})"
+            verdict = {True: " \u2713", False: " \u2717 mistake", None: ""}[info["correct"]]
+            rows.append(
+                f'<tr><th>prediction</th><td class="wb-prediction {cls}">{esc(info["prediction"])}{conf}{verdict}</td></tr>'
+            )
+        table = f"<table>{''.join(rows)}</table>" if rows else ""
+        concepts = ""
+        if self.concepts is not None:
+            chips = []
+            for name in info["concepts"]:
+                if "=" in name:
+                    group, value = name.split("=", 1)
+                    chips.append(
+                        f'<li title="{esc(name)}"><span class="wb-group">{esc(group)}:</span> {esc(value)}</li>'
+                    )
+                else:
+                    chips.append(f'<li title="{esc(name)}">{esc(name)}</li>')
+            body = (
+                f'<ul class="wb-concepts">{"".join(chips)}</ul>'
+                if chips
+                else '<div class="wb-none">none</div>'
+            )
+            concepts = f'<div class="wb-section">Concepts present ({len(chips)})</div>{body}'
+        return (
+            f'<div class="wb-detail-info" data-index="{info["index"]}">'
+            f'<div class="wb-detail-title">Image #{info["index"]}</div>{table}{concepts}</div>'
+        )
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_filter(self, *_events: Any) -> None:
+        keep = np.ones(self.n, bool)
+        if self._comparable and self.show != "all":
+            wrong = self.labels != self.predictions
+            keep &= wrong if self.show == "mistakes" else ~wrong
+        if self.labels is not None and self.class_filter != ALL_CLASSES:
+            keep &= self.labels == self.class_names.index(self.class_filter)
+        self._filtered = np.flatnonzero(keep)
+        self.param.page.bounds = (0, self.n_pages - 1)
+        page = self._page_of(self.selected)
+        with param.discard_events(self):
+            self.page = page if page is not None else 0
+        self._render_grid()
+        self._render_detail()
+
+    def _page_of(self, index: int) -> int | None:
+        pos = np.searchsorted(self._filtered, index)
+        if pos < len(self._filtered) and self._filtered[pos] == index:
+            return int(pos // self.max_items)
+        return None
+
+    def _on_page(self, *_events: Any) -> None:
+        self._render_grid()
+
+    def _on_selected(self, *_events: Any) -> None:
+        i = self.selected
+        page = self._page_of(i)
+        if page is None:  # hidden by a filter: clear the filters so the selection is visible
+            with param.discard_events(self):
+                self.show, self.class_filter = "all", ALL_CLASSES
+            self._on_filter()
+            page = self._page_of(i)
+        if page != self.page:
+            self.page = page
+        self._grid.selected = i
+        self._goto.value = i
+        self._render_detail()
+
+    def _on_grid_click(self, event: Any) -> None:
+        if event.new is not None and 0 <= event.new < self.n and event.new != self.selected:
+            self.selected = int(event.new)
+
+    def _on_goto(self, event: Any) -> None:
+        if event.new is not None and 0 <= event.new < self.n and event.new != self.selected:
+            self.selected = int(event.new)
+
+
+def predict(
+    model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class predictions and their softmax probabilities for ``images``, batched, under inference mode."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    device = module_device(model)
+    preds, confs = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for sl in iter_batches(len(images), batch_size):
+                probs = model(images[sl].to(device)).float().softmax(1)
+                conf, pred = probs.max(1)
+                preds.append(pred.cpu())
+                confs.append(conf.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(preds), torch.cat(confs)
