@@ -76,9 +76,12 @@ def main() -> None:
         "--model", default="auto", help="a load_model spec; auto: zoo:resnet_shapes or timm:resnet18"
     )
     p.add_argument("--layer", default="layer3")
-    p.add_argument("--n", type=int, default=256, help="images")
+    p.add_argument("--n", type=int, default=128, help="images")
     p.add_argument(
-        "--repeats", type=int, default=2, help="timings are the best of this many interleaved runs"
+        "--repeats", type=int, default=3, help="timings are the best of this many interleaved runs"
+    )
+    p.add_argument(
+        "--replay-factor", type=int, default=16, help="store-only runs write this many times N images"
     )
     p.add_argument("--size", type=int, default=64, help="image side in pixels")
     p.add_argument("--batch-size", type=int, default=64)
@@ -99,37 +102,42 @@ def main() -> None:
 
     bare_forward(model, x[: args.batch_size], args.batch_size, device)  # warm-up (allocator, kernels)
     replay = Replay(model, args.layer, x[: args.batch_size])
+    x_many = torch.rand(args.n * args.replay_factor, 3, 4, 4)  # the replay ignores pixels: keep them small
     # Interleaved repeats, best of each: on a shared machine the slowest runs measure the neighbours.
     times: dict[str, float] = {}
     stores = {}
     for _ in range(args.repeats):
         times["bare"] = min(times.get("bare", 1e9), bare_forward(model, x, args.batch_size, device))
         for pooling in ("mean", "none"):
-            for name, m in ((pooling, model), (f"{pooling} (store only)", replay)):
-                t, store = extract(
-                    m, args.layer, x, root / f"{name.split()[0]}-{m is model}.zarr", pooling, args
-                )
+            for name, m, xs in ((pooling, model, x), (f"{pooling} (store only)", replay, x_many)):
+                t, store = extract(m, args.layer, xs, root / f"{pooling}-{m is model}.zarr", pooling, args)
                 times[name] = min(times.get(name, 1e9), t)
-                stores.setdefault(pooling, store)
+                stores[name] = store
     t_bare = times["bare"]
     print(f"\nbare forward: {t_bare:.2f} s  ({args.n / t_bare:,.0f} img/s)")
-    print("store only: the same extraction with a model that replays one precomputed batch\n")
+    print(f"store only: extracting {len(x_many)} images with a model that replays one precomputed batch")
+    print("vs bare: extraction time / bare forward time; for store only, the store's time per image as a")
+    print("         share of the forward's time per image (the overhead, free of the forward's noise)\n")
     header = (f"{'extraction':20} {'rows':>9} {'C':>5} {'time s':>7} {'img/s':>8} {'rows/s':>10} {'MB/s':>7}"
-              f" {'disk MB':>8} {'x bare':>7}")  # fmt: skip
+              f" {'disk MB':>8} {'vs bare':>8}")  # fmt: skip
     print(header + "\n" + "-" * len(header))
     for name, t in times.items():
         if name == "bare":
             continue
-        store = stores[name.split()[0]]
+        store = stores[name]
         rows, c = store.shape
+        n_img = store.meta["n_images"]
+        ratio = f"{t / t_bare:.2f}x" if n_img == args.n else f"+{100 * (t / n_img) / (t_bare / args.n):.1f}%"
         mb = rows * c * (2 if args.dtype == "float16" else 4) / 2**20
-        print(f"{name:20} {rows:>9,} {c:>5} {t:>7.2f} {args.n / t:>8,.0f} {rows / t:>10,.0f} {mb / t:>7.1f}"
-              f" {disk_mb(store.path):>8.1f} {t / t_bare:>7.2f}")  # fmt: skip
+        print(f"{name:20} {rows:>9,} {c:>5} {t:>7.2f} {store.meta['n_images'] / t:>8,.0f} {rows / t:>10,.0f} {mb / t:>7.1f}"
+              f" {disk_mb(store.path):>8.1f} {ratio:>8}")  # fmt: skip
 
     print(f"\nreading (batches of {args.read_batch}, float32 out)")
     header = f"{'store':20} {'mode':22} {'chunk rows':>10} {'time s':>7} {'rows/s':>11} {'MB/s':>7}"
     print(header + "\n" + "-" * len(header))
     for pooling, store in stores.items():
+        if "store only" not in pooling:  # read the larger stores
+            continue
         store = ActivationStore(store.path)
         for mode, kw in [("sequential", {"shuffle": False}), ("shuffled (default buf)", {"shuffle": True}),
                          ("shuffled (4 chunks)", {"buffer_rows": 4 * store.meta["chunk_rows"]})]:  # fmt: skip

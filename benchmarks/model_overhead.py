@@ -17,21 +17,29 @@ from _timing import interleaved, machine, table  # noqa: E402
 from workbench.models import load_model  # noqa: E402
 
 
+@torch.inference_mode()
+def _measure(model, x: torch.Tensor) -> dict[str, float]:
+    # The bare network gets the already-normalized batch: what a user of timm alone would feed it.
+    xn = model.normalize(x)
+    fns = {
+        "bare": lambda: model.net(xn),
+        "wrapped": lambda: model(x),
+        "unchecked": lambda: model(x, check=False),
+    }
+    return interleaved(fns, repeats=15)
+
+
 def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    cases = [("zoo:resnet_shapes", {}, 64, 64), ("zoo:vit_shapes", {}, 64, 64), ("timm:resnet18", {"num_classes": 1000}, 224, 16)]
+    cases = [
+        ("zoo:resnet_shapes", {}, 64, 64),
+        ("zoo:vit_shapes", {}, 64, 64),
+        ("timm:resnet18", {"num_classes": 1000}, 224, 16),
+    ]
     rows = []
     for spec, kw, side, batch in cases:
         model = load_model(spec, device=device, **kw)
-        net = model.net
-        x = torch.rand(batch, 3, side, side, device=device)
-        # The bare network gets the already-normalized batch: what a user of timm alone would feed it.
-        xn = model.normalize(x)
-        with torch.inference_mode():
-            t = interleaved(
-                {"bare": lambda: net(xn), "wrapped": lambda: model(x), "unchecked": lambda: model(x, check=False)},
-                repeats=15,
-            )
+        t = _measure(model, torch.rand(batch, 3, side, side, device=device))
         rows.append(
             {
                 "model": spec,

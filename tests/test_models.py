@@ -30,7 +30,9 @@ def timm_model(request):
 
 def test_forward_normalizes_inside(timm_model):
     x = torch.rand(2, 3, 64, 64)
-    bare = timm_model.net(((x - torch.tensor(timm_model.mean).view(1, 3, 1, 1)) / torch.tensor(timm_model.std).view(1, 3, 1, 1)))
+    bare = timm_model.net(
+        (x - torch.tensor(timm_model.mean).view(1, 3, 1, 1)) / torch.tensor(timm_model.std).view(1, 3, 1, 1)
+    )
     torch.testing.assert_close(timm_model(x), bare, rtol=0, atol=1e-6)
 
 
@@ -45,7 +47,9 @@ def test_split_is_exact_on_every_layer(timm_model):
         for layer in layers:
             g, h = timm_model.split(layer)
             a = g(x)
+            a_before = a.clone()
             torch.testing.assert_close(h(a), ref, rtol=0, atol=1e-5, msg=f"layer {layer}")
+            torch.testing.assert_close(a, a_before, rtol=0, atol=0, msg=f"h modified its input at {layer}")
             hooked = timm_model.activations(x, layer)[layer]
             torch.testing.assert_close(a, hooked, rtol=0, atol=1e-5, msg=f"g vs hook at {layer}")
 
@@ -93,8 +97,12 @@ def test_hooks_are_removed_even_on_error():
 
 
 def test_plain_module_with_mean_std():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-    model = load_model(net, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), input_size=(3, 32, 32), labels=["a", "b"])
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
+    model = load_model(
+        net, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), input_size=(3, 32, 32), labels=["a", "b"]
+    )
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(model(x), net((x - 0.5) / 0.25))
     assert model.labels == ["a", "b"] and model.num_classes == 2

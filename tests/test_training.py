@@ -17,7 +17,9 @@ from workbench.training import evaluate_accuracy, train_classifier, train_zoo
 
 def _tiny_model(seed: int = 0) -> Model:
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)
+    )
     return Model(net, (0.5,) * 3, (0.5,) * 3, (3, 32, 32), labels=list("abcde"))
 
 
@@ -26,7 +28,9 @@ def test_train_classifier_learns_and_is_reproducible():
     runs = []
     for _ in range(2):
         model = _tiny_model()
-        hist = train_classifier(model, data.images, data.labels, epochs=6, batch_size=64, lr=1e-2, seed=3, progress=False)
+        hist = train_classifier(
+            model, data.images, data.labels, epochs=6, batch_size=64, lr=1e-2, seed=3, progress=False
+        )
         runs.append((model, hist))
     (m1, h1), (m2, h2) = runs
     assert h1.loss[-1] < h1.loss[0]  # it learns something
@@ -42,16 +46,26 @@ def test_train_classifier_refuses_bad_input():
     with pytest.raises(ValueError, match=r"\[0, 4\]"):
         train_classifier(model, torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 9]), progress=False)
     with pytest.raises(ValueError, match="epochs"):
-        train_classifier(model, torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]), epochs=0, progress=False)
+        train_classifier(
+            model, torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]), epochs=0, progress=False
+        )
 
 
 @pytest.mark.slow
 def test_train_zoo_writes_weights_and_card(tmp_path):
-    card = train_zoo("resnet_shapes", out_dir=tmp_path, n_train=64, n_test=32, epochs=1, batch_size=32, progress=False)
+    card = train_zoo(
+        "resnet_shapes", out_dir=tmp_path, n_train=64, n_test=32, epochs=1, batch_size=32, progress=False
+    )
     on_disk = json.loads((tmp_path / "resnet_shapes.json").read_text())
     assert on_disk == card
     assert card["training_command"].startswith("workbench zoo train resnet_shapes")
-    assert card["data"]["rule"] == "shape" and card["labels"] == ["circle", "square", "triangle", "star", "cross"]
+    assert card["data"]["rule"] == "shape" and card["labels"] == [
+        "circle",
+        "square",
+        "triangle",
+        "star",
+        "cross",
+    ]
     net = build_zoo_net("resnet_shapes", num_classes=5)
     net.load_state_dict(load_file(str(tmp_path / "resnet_shapes.safetensors")))
     assert not list(tmp_path.glob(".*tmp*"))

@@ -284,6 +284,7 @@ def test_from_planted_with_foreign_label_space(data):
         DatasetViewer.from_planted(data, model=unnamed)
 
 
+@pytest.mark.slow  # imports timm
 def test_from_planted_with_workbench_model(data):
     from workbench.models import load_model
 
@@ -395,3 +396,13 @@ def test_mask_contour_and_overlay():
     assert np.array_equal(contour_overlay(img, None, scale=2), to_rgb_uint8(img).repeat(2, 0).repeat(2, 1))
     with pytest.raises(ValueError, match="mask"):
         contour_overlay(img, np.zeros((3, 3), bool))
+
+
+def test_instances_do_not_share_parameter_state():
+    a = DatasetViewer(torch.rand(3, 3, 8, 8), labels=[0, 1, 0], class_names=["x", "y"])
+    b = DatasetViewer(torch.rand(5, 3, 8, 8), labels=[0, 1, 2, 0, 1], class_names=["p", "q", "r"])
+    assert a.param.class_filter.objects == ["all classes", "x", "y"]
+    assert b.param.class_filter.objects == ["all classes", "p", "q", "r"]
+    assert a.param.selected.bounds == (0, 2) and b.param.selected.bounds == (0, 4)
+    b.select(4)
+    assert a.selected == 0

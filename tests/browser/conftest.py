@@ -54,7 +54,9 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> No
     last = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"server exited with code {proc.returncode} before answering {url}:\n{log.read_text()[-4000:]}")
+            pytest.fail(
+                f"server exited with code {proc.returncode} before answering {url}:\n{log.read_text()[-4000:]}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status == 200:
@@ -62,7 +64,9 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> No
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
             last = err
         time.sleep(0.5)
-    pytest.fail(f"server did not answer {url} within {timeout:.0f}s (last error: {last}):\n{log.read_text()[-4000:]}")
+    pytest.fail(
+        f"server did not answer {url} within {timeout:.0f}s (last error: {last}):\n{log.read_text()[-4000:]}"
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -80,10 +84,14 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def start_server(cmd: list[str], url: str, log: Path, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.Popen:
+def start_server(
+    cmd: list[str], url: str, log: Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.Popen:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=full_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_http(url, proc, timeout, log)
     except BaseException:
@@ -121,8 +129,12 @@ def dataset_viewer_server(tmp_path_factory) -> Iterator[dict]:
 def chromium() -> Iterator[object]:
     """Headless /usr/bin/chromium through Playwright's sync API, with a fresh user-data-dir."""
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: run `bash scripts/install_chromium.sh` (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+        pytest.skip(
+            f"{CHROMIUM} is missing: run `bash scripts/install_chromium.sh` (apt-get install chromium)"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright Python package is not installed"
+    )
     profile = tempfile.mkdtemp(prefix="wb-chromium-")
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
@@ -173,3 +185,95 @@ def page(chromium) -> Iterator[tuple[object, RequestLog, list[str]]]:
         yield page, requests, errors
     finally:
         page.close()
+
+
+# ---------------------------------------------------------------- JupyterLab
+
+LAB_NOTEBOOK_CELLS = [
+    "from workbench.data.planted import planted_shapes\n"
+    "from workbench.widgets import DatasetViewer\n"
+    "\n"
+    f"data = planted_shapes(24, seed={APP_SEED})\n"
+    "predictions = data.labels.clone()\n"
+    "predictions[::5] = (predictions[::5] + 1) % len(data.class_names)  # a few mistakes, no model needed\n"
+    "viewer = DatasetViewer(\n"
+    "    data.images, labels=data.labels, predictions=predictions, class_names=data.class_names,\n"
+    "    masks=data.object_masks, concepts=data.concepts, concept_names=data.concept_names,\n"
+    "    columns=6, max_items=12, title='DatasetViewer in JupyterLab',\n"
+    ")\n"
+    "viewer",
+]
+
+
+def write_kernelspec(root: Path) -> Path:
+    """A kernelspec 'python3' that runs this interpreter, under ``root``/kernels (for JUPYTER_PATH)."""
+    import json
+
+    spec = root / "kernels" / "python3"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (workbench tests)",
+                "language": "python",
+            }
+        )
+    )
+    return root
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture(scope="session")
+def jupyter_lab(tmp_path_factory) -> Iterator[dict]:
+    """`jupyter lab` without token on a free port, in a temporary root with `viewer.ipynb`.
+
+    Every Jupyter directory (config, data, runtime, settings, workspaces) is temporary, the kernel
+    is this interpreter, and the server's own network features (news, update checks, the PyPI
+    extension manager) are off. Yields ``{"url", "root", "log"}``.
+    """
+    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
+    base = tmp_path_factory.mktemp("jupyter_lab")
+    root = base / "root"
+    root.mkdir()
+    write_notebook(root / "viewer.ipynb", LAB_NOTEBOOK_CELLS)
+    jupyter_path = write_kernelspec(base / "share")
+    # No "get notified about Jupyter news?" popup over the page (and no news fetching).
+    news = base / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    env = {
+        "JUPYTER_PATH": os.pathsep.join([str(jupyter_path), os.environ.get("JUPYTER_PATH", "")]).rstrip(
+            os.pathsep
+        ),
+        "JUPYTER_CONFIG_DIR": str(base / "config"),
+        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+        "IPYTHONDIR": str(base / "ipython"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--no-browser",
+        f"--port={port}", "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
+        "--IdentityProvider.token=", "--PasswordIdentityProvider.hashed_password=",
+        "--ServerApp.disable_check_xsrf=True",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+    ]  # fmt: skip
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers often run as root
+        cmd.append("--allow-root")
+    log = base / "jupyter_lab.log"
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(cmd, f"{url}/api/status", log, env=env, timeout=180)
+    yield {"url": url, "root": root, "log": log}
+    stop(proc)

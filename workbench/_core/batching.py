@@ -37,5 +37,7 @@ def batched_apply(
     progress
         Show a tqdm bar.
     """
-    outs = [fn(x[sl]) for sl in _progress(list(iter_batches(len(x), batch_size)), enabled=progress, desc=desc)]
+    outs = [
+        fn(x[sl]) for sl in _progress(list(iter_batches(len(x), batch_size)), enabled=progress, desc=desc)
+    ]
     return torch.cat(outs, dim=0)

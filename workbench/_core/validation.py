@@ -51,7 +51,9 @@ def check_images(
                     f"{name}: got shape {tuple(x.shape)}, which looks channel-last (N, H, W, C);"
                     f" expected channel-first (N, C, H, W): use x.permute(0, 3, 1, 2)"
                 )
-            raise ValueError(f"{name}: expected {allowed} channels in dimension 1, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"{name}: expected {allowed} channels in dimension 1, got shape {tuple(x.shape)}"
+            )
     if x.shape[0] == 0:
         raise ValueError(f"{name}: got an empty batch, shape {tuple(x.shape)}")
     if value_range is not None:
@@ -67,7 +69,9 @@ def check_images(
     return x
 
 
-def check_targets(y: torch.Tensor | Sequence[int] | int, n: int, num_classes: int | None = None) -> torch.Tensor:
+def check_targets(
+    y: torch.Tensor | Sequence[int] | int, n: int, num_classes: int | None = None
+) -> torch.Tensor:
     """Validate class-index targets: shape (N,), integer, within [0, num_classes).
 
     A Python int is broadcast to all N images on purpose (a common, unambiguous case); anything

@@ -32,8 +32,13 @@ def _parse_value(text: str):
         return text
 
 
-def run_notebook(notebook: str | Path, parameters: dict | None = None, out_dir: str | Path = DEFAULT_REPORTS,
-                 kernel: str | None = None, progress: bool = True) -> tuple[Path, Path]:
+def run_notebook(
+    notebook: str | Path,
+    parameters: dict | None = None,
+    out_dir: str | Path = DEFAULT_REPORTS,
+    kernel: str | None = None,
+    progress: bool = True,
+) -> tuple[Path, Path]:
     """Execute a notebook with papermill and export it to HTML.
 
     The executed notebook and the HTML are written under temporary names and renamed when
@@ -60,8 +65,12 @@ def run_notebook(notebook: str | Path, parameters: dict | None = None, out_dir: 
     tmp_nb = out_dir / f".{notebook.stem}.tmp-{os.getpid()}.ipynb"
     try:
         pm.execute_notebook(
-            str(notebook), str(tmp_nb), parameters=parameters or {}, kernel_name=kernel,
-            progress_bar=progress, cwd=str(notebook.parent),
+            str(notebook),
+            str(tmp_nb),
+            parameters=parameters or {},
+            kernel_name=kernel,
+            progress_bar=progress,
+            cwd=str(notebook.parent),
         )
         body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(tmp_nb), as_version=4))
         tmp_html = html.with_name(f".{html.name}.tmp-{os.getpid()}")
@@ -86,8 +95,16 @@ def _cmd_run(args) -> int:
 
 def _cmd_lab(args) -> int:
     nb_dir = Path(args.dir) if args.dir else _find_notebooks_dir()
-    cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={nb_dir}", f"--port={args.port}",
-           "--ip=127.0.0.1", *args.extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        f"--notebook-dir={nb_dir}",
+        f"--port={args.port}",
+        "--ip=127.0.0.1",
+        *args.extra,
+    ]
     if args.no_browser:
         cmd.append("--no-browser")
     print(" ".join(cmd))
@@ -121,7 +138,11 @@ def _cmd_info(_args) -> int:
     from workbench._core.devices import resolve_device
     from workbench.models import list_zoo
 
-    versions = {"workbench": workbench.__version__, "python": platform.python_version(), "torch": torch.__version__}
+    versions = {
+        "workbench": workbench.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
     for pkg in ("torchvision", "timm", "numpy", "zarr", "panel", "holoviews", "papermill"):
         try:
             versions[pkg] = __import__(pkg).__version__
@@ -150,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="execute a notebook with papermill, write it and an HTML report")
     run.add_argument("notebook")
-    run.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    run.add_argument(
+        "-p", "--parameter", dest="parameters", nargs=2, action="append", metavar=("KEY", "VALUE")
+    )
     run.add_argument("--out", default=str(DEFAULT_REPORTS), help="output folder (default: reports/)")
     run.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
     run.set_defaults(func=_cmd_run)
@@ -161,7 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = zsub.add_parser("train", help="retrain one zoo model reproducibly")
     train.add_argument("name")
     train.add_argument("--out", default=None, help="output folder (default: the package's zoo folder)")
-    for key, typ in (("n_train", int), ("n_test", int), ("epochs", int), ("batch_size", int), ("lr", float), ("seed", int)):
+    for key, typ in (
+        ("n_train", int),
+        ("n_test", int),
+        ("epochs", int),
+        ("batch_size", int),
+        ("lr", float),
+        ("seed", int),
+    ):
         train.add_argument(f"--{key.replace('_', '-')}", dest=key, type=typ, default=None)
     zoo.set_defaults(func=_cmd_zoo)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,13 +16,18 @@ import torch.nn.functional as F
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
-# skimage.data images bundled in the scikit-image wheel (no network fetch needed).
-SAMPLE_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry")
+# skimage.data images bundled in the scikit-image wheel (no network fetch needed). The defaults are
+# photos of everyday ImageNet-like objects; "motorcycle" is the left view of skimage's stereo pair.
+SAMPLE_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle")
 OFFLINE_SAMPLES = (
     *SAMPLE_IMAGES,
-    "retina", "colorwheel", "logo",  # colour
+    "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "logo",  # colour
     "camera", "coins", "moon", "page", "grass", "gravel", "brick", "text", "clock", "cell",  # greyscale
 )  # fmt: skip
+
+
+def _skimage_array(data: Any, name: str) -> np.ndarray:
+    return data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
 
 
 def _check_size(size: int | None, name: str = "size", allow_none: bool = False) -> None:
@@ -93,8 +99,9 @@ def sample_images(names: Sequence[str] | None = None, size: int = 224) -> tuple[
     Parameters
     ----------
     names
-        Names from :data:`OFFLINE_SAMPLES` (``skimage.data`` functions); default :data:`SAMPLE_IMAGES`,
-        six colour photos (chelsea, coffee, astronaut, rocket, hubble_deep_field, immunohistochemistry).
+        Names from :data:`OFFLINE_SAMPLES` (``skimage.data`` functions, all bundled with scikit-image);
+        default :data:`SAMPLE_IMAGES`, five colour photos: chelsea (a cat), coffee (a cup), astronaut,
+        rocket and motorcycle.
     size
         Output side: each image is center-cropped to a square and resized (bilinear, antialiased).
 
@@ -119,7 +126,7 @@ def sample_images(names: Sequence[str] | None = None, size: int = 224) -> tuple[
             "sample_images needs scikit-image; install it with `pip install 'xai-workbench[dev]'`"
             " (or `pip install scikit-image`)"
         ) from e
-    images = [center_crop_resize(_to_tensor(getattr(skimage.data, nm)()), size) for nm in names]
+    images = [center_crop_resize(_to_tensor(_skimage_array(skimage.data, nm)), size) for nm in names]
     return torch.stack(images), names
 
 

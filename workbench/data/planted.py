@@ -47,7 +47,11 @@ RuleFn = Callable[[np.ndarray, list[str]], np.ndarray]
 
 @dataclass(frozen=True)
 class Rule:
-    """A named labelling rule: concepts (N, K) bool -> labels (N,), plus its class names."""
+    """A labelling rule: ``labels(concepts (N, K) bool, concept_names) -> (N,)`` ints, and the class names.
+
+    Pass one as ``planted_shapes(rule=...)``, or add it to :data:`RULES` to use it by name (and so
+    make datasets that :func:`regenerate` can rebuild from their config).
+    """
 
     labels: RuleFn
     class_names: Callable[[list[str]], list[str]]
@@ -141,16 +145,8 @@ class PlantedShapes:
 
         ``config`` is copied unchanged: it still describes how the parent set was generated.
         """
-        if isinstance(idx, slice):
-            idx = torch.arange(len(self))[idx]
-        idx = torch.as_tensor(idx if isinstance(idx, torch.Tensor) else np.asarray(idx))
-        if idx.dtype == torch.bool:
-            if idx.shape != (len(self),):
-                raise ValueError(f"subset: a boolean mask needs shape ({len(self)},), got {tuple(idx.shape)}")
-            idx = idx.nonzero().flatten()
-        idx = idx.long().reshape(-1)
-        if len(idx) and not (-len(self) <= int(idx.min()) and int(idx.max()) < len(self)):
-            raise ValueError(f"subset: indices must lie in [0, {len(self)}), got [{idx.min()}, {idx.max()}]")
+        if not isinstance(idx, slice | torch.Tensor):
+            idx = torch.as_tensor(np.asarray(idx))
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return PlantedShapes(
             **{k: v[idx] if torch.is_tensor(v) else copy.deepcopy(v) for k, v in values.items()}
@@ -286,11 +282,8 @@ def _sample_distractors(rng, n: int, size: int, k: int, shape_ids: list[int], ma
         if box is not None:
             ok &= _disc_clear_of_box(x, y, rj + 1, [b[:, None] for b in box])
         first = ok.argmax(1)
-        d["present"][:, j], d["cx"][:, j], d["cy"][:, j] = (
-            ok.any(1),
-            x[np.arange(n), first],
-            y[np.arange(n), first],
-        )
+        d["present"][:, j] = ok.any(1)
+        d["cx"][:, j], d["cy"][:, j] = x[np.arange(n), first], y[np.arange(n), first]
     return d
 
 
@@ -303,6 +296,13 @@ def _cue_colors(num_classes: int) -> np.ndarray:
 
 def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def _groups(codes: np.ndarray):
+    """(code, images) pairs; ``images`` is a slice (a view, no copy) where the code's images are adjacent."""
+    for code in np.unique(codes):
+        i = np.flatnonzero(codes == code)
+        yield code, slice(i[0], i[-1] + 1) if i[-1] - i[0] + 1 == len(i) else torch.from_numpy(i)
 
 
 def _draw_objects(o: dict, size: int) -> tuple[torch.Tensor, ...]:
@@ -320,13 +320,11 @@ def _draw_objects(o: dict, size: int) -> tuple[torch.Tensor, ...]:
     c, s, r = (_t(a)[:, None, None] for a in (np.cos(o["theta"]), np.sin(o["theta"]), o["r"]))
     u, v = (dx * c + dy * s) / r, (dy * c - dx * s) / r
     mask = torch.zeros(u.shape, dtype=torch.bool)
-    for code in np.unique(o["shape"]):  # group by shape so that each image computes only its own
-        m = torch.from_numpy(o["shape"] == code)
+    for code, m in _groups(o["shape"]):  # each image computes its own shape only
         mask[m] = _SHAPE_FNS[SHAPE_NAMES[code]](u[m], v[m])
     shade = torch.ones(u.shape)
-    for code in np.unique(o["texture"]):
+    for code, m in _groups(o["texture"]):
         if TEXTURES[code] != "solid":
-            m = np.flatnonzero(o["texture"] == code)
             ang, phase = o["tex_angle"][m], o["tex_phase"][m].T
             ct, st, per, p0, p1 = (
                 _t(a)[:, None, None] for a in (np.cos(ang), np.sin(ang), o["tex_period"][m], *phase)
@@ -337,25 +335,24 @@ def _draw_objects(o: dict, size: int) -> tuple[torch.Tensor, ...]:
     return mask, _t(rgb)[:, :, None, None] * shade[:, None], x0, y0
 
 
-def _paste(img: torch.Tensor, masks: torch.Tensor, rows: np.ndarray, o: dict) -> None:
-    """Draw the objects ``o`` into images ``rows`` of ``img`` and record their pixels in ``masks``."""
+def _paste(img: torch.Tensor, masks: torch.Tensor, o: dict, rows: np.ndarray | None = None) -> torch.Tensor:
+    """Draw objects ``o`` into ``img`` (into images ``rows`` only, if given); record their pixels in ``masks``."""
     m, fill, x0, y0 = _draw_objects(o, img.shape[-1])
-    if m.shape[-1] == img.shape[-1]:
-        img[rows] = torch.where(m[:, None], fill, img[rows])
-        masks[rows] |= m
-        return
+    if rows is None and m.shape[-1] == img.shape[-1]:  # every image, whole frames: no scattering
+        masks |= m
+        return torch.where(m[:, None], fill, img)
+    b = torch.from_numpy(np.arange(len(img)) if rows is None else rows)[:, None, None]
     ar = torch.arange(m.shape[-1])
-    b = torch.from_numpy(rows)[:, None, None]
     ys, xs = torch.from_numpy(y0)[:, None, None] + ar[:, None], torch.from_numpy(x0)[:, None, None] + ar
     img[b, :, ys, xs] = torch.where(m[..., None], fill.permute(0, 2, 3, 1), img[b, :, ys, xs])  # (B, w, w, 3)
     masks[b, ys, xs] |= m
+    return img
 
 
 def _draw_background(bg: dict, xs: torch.Tensor) -> torch.Tensor:
     size, centred = len(xs), xs - len(xs) / 2
     pattern = torch.empty(len(bg["kind"]), size, size)
-    for code in np.unique(bg["kind"]):
-        m = np.flatnonzero(bg["kind"] == code)
+    for code, m in _groups(bg["kind"]):
         if BACKGROUNDS[code] == "noise":  # a smooth random field: a 4x4 grid, bilinearly upsampled
             pattern[m] = F.interpolate(_t(bg["noise"][m]), size=(size, size), mode="bilinear")[:, 0]
             continue
@@ -381,28 +378,23 @@ def _one_thread():
         torch.set_num_threads(old)
 
 
-def _render_chunk(sl: slice, size: int, main: dict, bg: dict, dis: dict | None, cue: dict | None):
-    """Images and object / distractor / cue masks of the images ``sl``."""
+def _render_chunk(rows: np.ndarray, size: int, main: dict, bg: dict, dis: dict | None, cue: dict | None):
+    """Images and object / distractor / cue masks of the images ``rows``."""
     xs = torch.arange(size, dtype=torch.float32) + 0.5  # pixel centres
-    img = _draw_background({k: v[sl] for k, v in bg.items()}, xs)
+    img = _draw_background({k: v[rows] for k, v in bg.items()}, xs)
     n = img.shape[0]
     if cue is not None and cue["kind"] == "tint":  # tint first: objects are then drawn over it
-        img = (1 - _TINT_ALPHA) * img + _TINT_ALPHA * _t(cue["rgb"][sl])[:, :, None, None]
+        img = (1 - _TINT_ALPHA) * img + _TINT_ALPHA * _t(cue["rgb"][rows])[:, :, None, None]
     omask, dmask, cmask = (torch.zeros(n, size, size, dtype=torch.bool) for _ in range(3))
     for j in range(0 if dis is None else dis["present"].shape[1]):
-        rows = np.flatnonzero(dis["present"][sl, j])
-        if len(rows):
-            _paste(img, dmask, rows, {k: v[sl][rows, j] for k, v in dis.items()})
-    _paste(img, omask, np.arange(n), {k: v[sl] for k, v in main.items()})
+        some = np.flatnonzero(dis["present"][rows, j])
+        if len(some):
+            img = _paste(img, dmask, {k: v[rows[some], j] for k, v in dis.items()}, some)
+    img = _paste(img, omask, {k: v[rows] for k, v in main.items()})
     if cue is not None and cue["kind"] == "patch":
-        x0, y0, x1, y1 = (_t(b[sl])[:, None, None] for b in cue["box"])
-        cmask = (
-            (xs[None, None] >= x0)
-            & (xs[None, None] < x1)
-            & (xs[None, :, None] >= y0)
-            & (xs[None, :, None] < y1)
-        )
-        img = torch.where(cmask[:, None], _t(cue["rgb"][sl])[:, :, None, None], img)
+        x0, y0, x1, y1 = (_t(b[rows])[:, None, None] for b in cue["box"])
+        cmask = ((xs >= x0) & (xs < x1)) & ((xs[:, None] >= y0) & (xs[:, None] < y1))  # (B, 1, W) & (B, H, 1)
+        img = torch.where(cmask[:, None], _t(cue["rgb"][rows])[:, :, None, None], img)
     elif cue is not None:
         cmask = ~(omask | dmask)  # the tinted background
     return img.clamp_(0, 1), omask, dmask, cmask
@@ -425,7 +417,7 @@ def _check_args(n, size, seed, rule, shortcut, corr, n_distractors, shapes, obje
         (_is_int(n) and n >= 1, f"n: expected a positive integer, got {n!r}"),
         (_is_int(size) and 32 <= size <= 224, f"size: expected an integer in [32, 224] pixels, got {size!r}"),
         (_is_int(seed) and seed >= 0, f"seed: expected a non-negative integer, got {seed!r}"),
-        (callable(rule) or (isinstance(rule, str) and rule in RULES),
+        (isinstance(rule, Rule) or callable(rule) or (isinstance(rule, str) and rule in RULES),
          f"rule: unknown rule {rule!r}; expected a callable or one of {sorted(RULES)}"),
         (shortcut is None or shortcut in SHORTCUTS, f"shortcut: expected None or one of {list(SHORTCUTS)}, got {shortcut!r}"),
         (_is_num(corr) and 0 <= corr <= 1, f"shortcut_correlation: expected a probability in [0, 1], got {corr!r}"),
@@ -453,7 +445,7 @@ def _weights(groups: dict[str, tuple[str, ...]], concept_weights: Mapping[str, f
         if not (_is_num(w) and w >= 0):
             raise ValueError(f"concept_weights[{key!r}]: expected a finite weight >= 0, got {w!r}")
     out = {
-        g: np.array([float(concept_weights.get(f"{g}={v}", 1.0)) for v in vals]) for g, vals in groups.items()
+        g: np.array([float(concept_weights.get(f"{g}={v}", 1)) for v in vals]) for g, vals in groups.items()
     }
     for g, w in out.items():
         if w.sum() <= 0:
@@ -461,44 +453,45 @@ def _weights(groups: dict[str, tuple[str, ...]], concept_weights: Mapping[str, f
     return out
 
 
-def _apply_rule(rule, concepts: np.ndarray, concept_names: list[str], class_names) -> tuple:
-    """Labels (N,) int64, class names and a JSON-able rule name, for a named or a callable rule."""
-    if not callable(rule):
-        return (
-            RULES[rule].labels(concepts, concept_names).astype(np.int64),
-            RULES[rule].class_names(concept_names),
-            rule,
-        )
-    labels = np.asarray(rule(concepts.copy(), list(concept_names)))
+def _apply_rule(rule: str | Rule | RuleFn, concepts: np.ndarray, concept_names: list[str]) -> tuple:
+    """Labels (N,) int64, class names and a JSON-able rule name, for a named, Rule or callable rule."""
+    if isinstance(rule, str):
+        name, rule = rule, RULES[rule]
+    elif isinstance(rule, Rule):
+        name = f"custom:{rule.description or getattr(rule.labels, '__qualname__', '?')}"
+    else:
+        name = f"custom:{getattr(rule, '__module__', '?')}.{getattr(rule, '__qualname__', '?')}"
+        rule = Rule(rule, lambda _: [], "")
+    labels = np.asarray(rule.labels(concepts.copy(), list(concept_names)))
     if labels.shape != (len(concepts),) or not (
         labels.dtype == bool or np.issubdtype(labels.dtype, np.integer)
     ):
         raise ValueError(
-            f"rule: must return {len(concepts)} integer labels, got shape {labels.shape} dtype {labels.dtype}"
+            f"rule: must return {len(concepts)} integer labels, got {labels.shape} {labels.dtype}"
         )
     labels = labels.astype(np.int64)
-    if labels.min() < 0:
-        raise ValueError(f"rule: labels must be >= 0, got a minimum of {labels.min()}")
-    names = (
-        [str(c) for c in range(labels.max() + 1)] if class_names is None else [str(c) for c in class_names]
-    )
-    if len(names) <= labels.max():
-        raise ValueError(f"class_names: {len(names)} names given for labels up to {labels.max()}")
-    return labels, names, f"callable:{getattr(rule, '__module__', '?')}.{getattr(rule, '__qualname__', '?')}"
+    names = [str(c) for c in rule.class_names(list(concept_names))] or [
+        str(c) for c in range(labels.max() + 1)
+    ]
+    if labels.min() < 0 or labels.max() >= len(names):
+        lo, hi = labels.min(), labels.max()
+        raise ValueError(
+            f"rule: labels must lie in [0, {len(names)}) to index the class names {names}, got [{lo}, {hi}]"
+        )
+    return labels, names, name
 
 
 def planted_shapes(
     n: int,
     size: int = 64,
     seed: int = 0,
-    rule: str | RuleFn = "shape",
+    rule: str | Rule | RuleFn = "shape",
     shortcut: str | None = None,
     shortcut_correlation: float = 1.0,
     concept_weights: Mapping[str, float] | None = None,
     n_distractors: int = 0,
     shapes: Sequence[str] = CLASS_SHAPES,
     object_size: tuple[float, float] = (0.45, 0.75),
-    class_names: Sequence[str] | None = None,
     batch_size: int | None = None,
     progress: bool = False,
 ) -> PlantedShapes:
@@ -513,8 +506,9 @@ def planted_shapes(
     seed
         Seeds every random choice: the same arguments give bit-identical results.
     rule
-        A name in :data:`RULES` (``"shape"``, ``"color"``, ``"texture"``, ``"shape_color"``) or a callable
-        ``(concepts (N, K) bool ndarray, concept_names) -> labels (N,)`` of non-negative integers.
+        A name in :data:`RULES` (``"shape"``, ``"color"``, ``"texture"``, ``"shape_color"``), a :class:`Rule`
+        (labels and class names), or a callable ``(concepts (N, K) bool ndarray, concept_names) -> labels
+        (N,)`` of non-negative integers, whose classes are then named ``"0"``, ``"1"``, ...
     shortcut
         None; ``"patch"``, a solid square of about 1/8 of the side in a corner clear of the object whose
         hue encodes a class; or ``"tint"``, the background blended toward a class hue.
@@ -534,8 +528,6 @@ def planted_shapes(
     object_size
         Range of the main object's footprint diameter, as fractions of the image side; each shape is
         inscribed in that disc, so its visible extent is somewhat smaller.
-    class_names
-        Class names for a callable rule (default ``"0"``, ``"1"``, ...); ignored for named rules.
     batch_size
         Images rendered at once (bounds memory); it does not change the result.
     progress
@@ -565,7 +557,7 @@ def planted_shapes(
     idx = {g: _quota(r_concepts, n, weights[g]) for g in groups}
     concept_names = [f"{g}={v}" for g, vals in groups.items() for v in vals]
     concepts = np.concatenate([np.eye(len(vals), dtype=bool)[idx[g]] for g, vals in groups.items()], 1)
-    labels, names, rule_name = _apply_rule(rule, concepts, concept_names, class_names)
+    labels, names, rule_name = _apply_rule(rule, concepts, concept_names)
 
     lo, hi = float(object_size[0]), float(object_size[1])
     diam = lo + (idx["size"] + r_pose.random(n)) * (hi - lo) / 2  # the size concept picks a half of the range
@@ -592,17 +584,22 @@ def planted_shapes(
     bs = batch_size or max(1, 2**18 // (size * size))  # ~1 MB per float plane: cache-friendly chunks
     images = torch.empty(n, 3, size, size)
     omask, dmask, cmask = (torch.empty(n, size, size, dtype=torch.bool) for _ in range(3))
+    # Render similar images together (same shape, texture, background): their groups are then slices,
+    # not copies. Each pixel depends on its own image's parameters only, so the order changes nothing.
+    order = np.lexsort((idx["background"], idx["texture"], main["shape"]))
     with _one_thread():
         for start in _progress(range(0, n, bs), enabled=progress, desc="planted_shapes", total=-(-n // bs)):
-            sl = slice(start, min(start + bs, n))
-            images[sl], omask[sl], dmask[sl], cmask[sl] = _render_chunk(sl, size, main, bg, dis, cue)
+            rows = order[start : start + bs]
+            for out, part in zip(
+                (images, omask, dmask, cmask), _render_chunk(rows, size, main, bg, dis, cue)
+            ):
+                out.index_copy_(0, torch.from_numpy(rows), part)
 
     config = dict(
         generator="workbench.data.planted.planted_shapes", version=GENERATOR_VERSION, n=int(n), size=int(size),
         seed=int(seed), rule=rule_name, shortcut=shortcut, shortcut_correlation=float(shortcut_correlation),
         concept_weights={k: float(w) for k, w in concept_weights.items()} if concept_weights else None,
         n_distractors=int(n_distractors), shapes=shapes, object_size=[lo, hi],
-        class_names=[str(c) for c in class_names] if class_names is not None else None,
     )  # fmt: skip
     return PlantedShapes(
         images=images,

@@ -68,7 +68,9 @@ def load_model(
         elif source == "torchvision":
             model = _load_torchvision(name, pretrained, **kwargs)
         else:
-            raise ValueError(f"unknown model source {source!r} in {spec!r}; expected zoo:, timm: or torchvision:")
+            raise ValueError(
+                f"unknown model source {source!r} in {spec!r}; expected zoo:, timm: or torchvision:"
+            )
         _override(model, mean, std, input_size, labels)
     else:
         raise ValueError(
@@ -130,7 +132,9 @@ def _load_torchvision(name: str, pretrained: bool, **kwargs) -> Model:
     except ValueError as err:
         from workbench._core.validation import closest_names
 
-        raise KeyError(f"unknown torchvision model {name!r}; closest: {closest_names(name, tvm.list_models())}") from err
+        raise KeyError(
+            f"unknown torchvision model {name!r}; closest: {closest_names(name, tvm.list_models())}"
+        ) from err
     labels = None
     try:
         weights = tvm.get_model_weights(name).DEFAULT if pretrained else None
@@ -143,4 +147,11 @@ def _load_torchvision(name: str, pretrained: bool, **kwargs) -> Model:
         raise RuntimeError(
             f"could not download pretrained weights for torchvision:{name} ({err}); this machine may be offline"
         ) from err
-    return Model(net, mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=(3, 224, 224), labels=labels, spec=f"torchvision:{name}")
+    return Model(
+        net,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        input_size=(3, 224, 224),
+        labels=labels,
+        spec=f"torchvision:{name}",
+    )

@@ -21,8 +21,12 @@ class Normalize(nn.Module):
             raise ValueError(f"mean and std must have the same length, got {len(mean)} and {len(std)}")
         if any(s <= 0 for s in std):
             raise ValueError(f"std must be positive, got {tuple(std)}")
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
@@ -37,6 +41,10 @@ class _Stage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.g(self.normalize(x))
+
+
+class _StopForward(Exception):
+    """Raised from a hook once every requested activation is captured, to skip the rest."""
 
 
 class Model(nn.Module):
@@ -155,7 +163,9 @@ class Model(nn.Module):
         return _Stage(self.normalize, g), h
 
     @contextmanager
-    def _hooks(self, layers: Sequence[str], store: dict[str, torch.Tensor], detach: bool):
+    def _hooks(
+        self, layers: Sequence[str], store: dict[str, torch.Tensor], detach: bool, stop_early: bool = False
+    ):
         handles = []
         try:
             for name in layers:
@@ -165,6 +175,8 @@ class Model(nn.Module):
                     if not isinstance(out, torch.Tensor):
                         raise ValueError(f"layer {name!r} returns {type(out).__name__}, not a tensor")
                     store[name] = out.detach() if detach else out
+                    if stop_early and len(store) == len(layers):
+                        raise _StopForward
 
                 handles.append(module.register_forward_hook(hook))
             yield
@@ -177,13 +189,17 @@ class Model(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Outputs of ``layers`` for pixel-space images, from one forward pass through hooks.
 
-        CNN layers give (N, C, H, W); ViT blocks give tokens (N, T, C).
+        CNN layers give (N, C, H, W); ViT blocks give tokens (N, T, C). The forward pass stops as
+        soon as the last requested layer has run, so early layers cost only what precedes them.
         """
-        names = [layers] if isinstance(layers, str) else list(layers)
+        names = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
         valid = self.module_names()
         for name in names:
             self._check_layer(name, valid, "layer")
         store: dict[str, torch.Tensor] = {}
-        with self._hooks(names, store, detach):
-            self.forward(x, check=check)
+        with self._hooks(names, store, detach, stop_early=True):
+            try:
+                self.forward(x, check=check)
+            except _StopForward:
+                pass
         return {name: store[name] for name in names}

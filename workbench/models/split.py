@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 
-import torch
 import torch.fx as fx
 from torch import nn
 
@@ -90,7 +89,11 @@ class SplitGraph:
             g_env[node] = g_graph.node_copy(node, lambda n: g_env[n])
         g_graph.output(g_env[cut])
 
-        h_env: dict[fx.Node, fx.Node] = {cut: h_graph.placeholder("activation")}
+        h_input = h_graph.placeholder("activation")
+        if any(_is_inplace(self.net, user) for user in cut.users):
+            # e.g. ReLU(inplace=True) right after the cut: h must not overwrite the caller's tensor
+            h_input = h_graph.call_method("clone", (h_input,))
+        h_env: dict[fx.Node, fx.Node] = {cut: h_input}
         for node in self.nodes[idx + 1 :]:
             for dep in node.all_input_nodes:
                 if dep not in h_env and dep.op == "get_attr":  # parameters/buffers: re-read, not carried
@@ -100,6 +103,14 @@ class SplitGraph:
         g_mod.train(self.net.training)
         h_mod.train(self.net.training)
         return g_mod, h_mod
+
+
+def _is_inplace(net: nn.Module, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return bool(getattr(net.get_submodule(node.target), "inplace", False))
+    if node.op == "call_method" and str(node.target).endswith("_"):
+        return True
+    return bool(node.kwargs.get("inplace", False))
 
 
 def _valid_cuts(net: nn.Module, nodes: list[fx.Node]) -> dict[str, int]:

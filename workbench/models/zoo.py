@@ -74,7 +74,9 @@ def _entry(name: str) -> ZooEntry:
     if name not in ZOO:
         from workbench._core.validation import closest_names
 
-        raise KeyError(f"unknown zoo model {name!r}; available: {sorted(ZOO)} (closest: {closest_names(name, ZOO)})")
+        raise KeyError(
+            f"unknown zoo model {name!r}; available: {sorted(ZOO)} (closest: {closest_names(name, ZOO)})"
+        )
     return ZOO[name]
 
 
@@ -94,7 +96,7 @@ def load_zoo(name: str) -> Model:
     """Build a zoo model and load its embedded weights (offline)."""
     from safetensors.torch import load_file
 
-    entry = _entry(name)
+    _entry(name)  # unknown names fail here with the list of valid ones
     weights = WEIGHTS_DIR / f"{name}.safetensors"
     card = zoo_card(name)
     if not weights.exists() or not card:

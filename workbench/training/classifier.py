@@ -86,7 +86,9 @@ def train_classifier(
 
 
 @torch.inference_mode()
-def evaluate_accuracy(model: Model, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+def evaluate_accuracy(
+    model: Model, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256
+) -> float:
     """Top-1 accuracy of ``model`` on pixel-space ``images``."""
     labels = check_targets(labels, len(images), model.num_classes)
     correct = 0

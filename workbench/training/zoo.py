@@ -62,8 +62,14 @@ def train_zoo(
     model = Model(net, ZOO_MEAN, ZOO_STD, (3, IMAGE_SIZE, IMAGE_SIZE), train.class_names, spec=f"zoo:{name}")
     start = time.perf_counter()
     history = train_classifier(
-        model, train.images, train.labels, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-        lr=cfg["lr"], seed=seed, progress=progress,
+        model,
+        train.images,
+        train.labels,
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        lr=cfg["lr"],
+        seed=seed,
+        progress=progress,
     )
     train_seconds = time.perf_counter() - start
     accuracy = {"test": evaluate_accuracy(model, test.images, test.labels)}
@@ -72,7 +78,10 @@ def train_zoo(
         clean_cfg = {k: v for k, v in entry.data.items() if not k.startswith("shortcut")}
         clean = planted_shapes(cfg["n_test"], size=IMAGE_SIZE, seed=seed + TEST_SEED_OFFSET, **clean_cfg)
         flipped = planted_shapes(
-            cfg["n_test"], size=IMAGE_SIZE, seed=seed + TEST_SEED_OFFSET, **{**entry.data, "shortcut_correlation": 0.0}
+            cfg["n_test"],
+            size=IMAGE_SIZE,
+            seed=seed + TEST_SEED_OFFSET,
+            **{**entry.data, "shortcut_correlation": 0.0},
         )
         accuracy["test_no_shortcut"] = evaluate_accuracy(model, clean.images, clean.labels)
         accuracy["test_shortcut_flipped"] = evaluate_accuracy(model, flipped.images, flipped.labels)
@@ -89,14 +98,20 @@ def train_zoo(
         "input_size": [3, IMAGE_SIZE, IMAGE_SIZE],
         "mean": list(ZOO_MEAN),
         "std": list(ZOO_STD),
-        "data": {"generator": "workbench.data.planted_shapes", **_jsonable(train.config), "train_seed": seed + TRAIN_SEED_OFFSET, "test_seed": seed + TEST_SEED_OFFSET, "n_train": cfg["n_train"], "n_test": cfg["n_test"]},
+        "data": {
+            "generator": "workbench.data.planted_shapes",
+            **_jsonable(train.config),
+            "train_seed": seed + TRAIN_SEED_OFFSET,
+            "test_seed": seed + TEST_SEED_OFFSET,
+            "n_train": cfg["n_train"],
+            "n_test": cfg["n_test"],
+        },
         "recipe": cfg,
         "accuracy": accuracy,
         "final_train_accuracy": history.accuracy[-1],
         "train_seconds": round(train_seconds, 1),
-        "training_command": f"workbench zoo train {name}" + "".join(
-            f" --{k.replace('_', '-')} {v}" for k, v in recipe.items()
-        ),
+        "training_command": f"workbench zoo train {name}"
+        + "".join(f" --{k.replace('_', '-')} {v}" for k, v in recipe.items()),
         "torch_version": torch.__version__,
         "sha256": hashlib.sha256(blob).hexdigest(),
     }

@@ -15,7 +15,9 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
+import param
 import torch
+from panel.custom import JSComponent
 
 _EXTENSION_LOADED = False
 
@@ -27,6 +29,10 @@ def ensure_extension(force: bool = False) -> None:
     In a notebook the resources are published as the output of the cell that imports the widgets
     (several MB, hence only once). Call it with ``force=True`` after reloading the browser page
     of a running kernel, which loses the JavaScript the kernel published before.
+
+    Widget modules never call ``pn.extension()`` or ``hv.extension()`` themselves (the latter loads
+    from a CDN unless told otherwise); HoloViews is imported here first, so its resources are
+    inlined by the same call.
     """
     global _EXTENSION_LOADED
     if _EXTENSION_LOADED and not force:
@@ -36,6 +42,30 @@ def ensure_extension(force: bool = False) -> None:
 
     pn.extension(inline=True)
     _EXTENSION_LOADED = True
+
+
+class LiveHTML(JSComponent):
+    """An HTML fragment whose ``object`` can change while it is displayed.
+
+    Use it instead of ``pn.pane.HTML`` for content that updates. In a notebook, Panel inlines the
+    stylesheets of a pane when it is first displayed but sends their CDN URLs again with every
+    later update of the pane (Panel 1.9), so an updated ``pn.pane.HTML`` makes the browser fetch
+    CSS from cdn.holoviz.org. A component like this one only sends the changed ``object``.
+    The HTML is inserted as is: escape any text that does not come from the widget itself.
+    """
+
+    object = param.String(default="", doc="The HTML to show.")
+
+    _esm = """
+    export function render({ model, el }) {
+      const root = document.createElement("div");
+      root.className = "wb-live-html";
+      const draw = () => { root.innerHTML = model.object; };
+      draw();
+      model.on("object", draw);
+      el.appendChild(root);
+    }
+    """
 
 
 def widget_kwargs(widget_type: type, **kwargs):

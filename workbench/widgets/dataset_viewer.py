@@ -29,7 +29,14 @@ from panel.viewable import Viewer
 from workbench._core.batching import iter_batches
 from workbench._core.devices import module_device
 from workbench._core.validation import check_images
-from workbench.widgets._common import contour_overlay, ensure_extension, img_tag, png_data_uri, widget_kwargs
+from workbench.widgets._common import (
+    LiveHTML,
+    contour_overlay,
+    ensure_extension,
+    img_tag,
+    png_data_uri,
+    widget_kwargs,
+)
 
 ALL_CLASSES = "all classes"
 SHOW_OPTIONS = ("all", "mistakes", "correct")
@@ -149,6 +156,16 @@ class ThumbnailGrid(JSComponent):
         mark();
       }
 
+      // Arrow keys move the selection within the page (Up/Down by one row).
+      grid.addEventListener("keydown", (ev) => {
+        const step = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -model.columns, ArrowDown: model.columns }[ev.key];
+        const current = ev.target.closest ? ev.target.closest(".wb-thumb") : null;
+        if (step === undefined || current === null) { return; }
+        const buttons = Array.from(grid.querySelectorAll(".wb-thumb"));
+        const next = buttons[buttons.indexOf(current) + step];
+        if (next) { ev.preventDefault(); next.focus(); next.click(); }
+      });
+
       build();
       model.on(["items", "columns", "thumb_size"], build);
       model.on("selected", mark);
@@ -215,7 +232,8 @@ class DatasetViewer(Viewer):
     """A paged thumbnail grid of images with labels, predictions, object masks and concepts.
 
     Click a thumbnail (or call :meth:`select`) to show it large in the detail pane, with the
-    contour of its object mask, its label, prediction and the concepts present.
+    contour of its object mask, its label, prediction and the concepts present. Arrow keys move
+    the selection within a page; Prev/Next turn pages; the filters list only mistakes or a class.
 
     Parameters
     ----------
@@ -302,7 +320,7 @@ class DatasetViewer(Viewer):
         )
         in_class_space = [a for a in (self.labels, self.predictions if same_space else None) if a is not None]
         top = max([int(a.max()) for a in in_class_space], default=-1)
-        self.class_names = _names(class_names, top + 1, "class_names", "")
+        self.class_names = _names(class_names, top + 1 if class_names is None else 0, "class_names", "")
         self.prediction_names = (
             self.class_names if same_space else _names(prediction_names, 0, "prediction_names", "")
         )
@@ -498,8 +516,8 @@ class DatasetViewer(Viewer):
         )
         self._prev.on_click(lambda _e: self.previous_page())
         self._next.on_click(lambda _e: self.next_page())
-        self._page_info = pn.pane.HTML(
-            "", stylesheets=[_CSS], margin=(5, 8), css_classes=["wb-pageinfo-pane"]
+        self._page_info = LiveHTML(
+            object="", stylesheets=[_CSS], margin=(5, 8), css_classes=["wb-pageinfo-pane"]
         )
         self._goto = pn.widgets.IntInput(
             **widget_kwargs(pn.widgets.IntInput, label=""),
@@ -538,11 +556,15 @@ class DatasetViewer(Viewer):
             css_classes=["wb-grid-pane"],
         )
         self._grid.param.watch(self._on_grid_click, "selected")
-        self._detail_image = pn.pane.HTML(
-            "", stylesheets=[_CSS], margin=(0, 0), css_classes=["wb-detail-image"]
+        self._detail_image = LiveHTML(
+            object="", stylesheets=[_CSS], margin=(0, 0), css_classes=["wb-detail-image"]
         )
-        self._detail_info = pn.pane.HTML(
-            "", stylesheets=[_CSS], margin=(4, 0), css_classes=["wb-detail-pane"], width=self.detail_size
+        self._detail_info = LiveHTML(
+            object="",
+            stylesheets=[_CSS],
+            margin=(4, 0),
+            css_classes=["wb-detail-pane"],
+            width=self.detail_size,
         )
         mask_toggle = pn.widgets.Checkbox.from_param(
             self.param.show_mask,

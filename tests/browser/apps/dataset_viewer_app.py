@@ -10,6 +10,7 @@ back to a random-init stand-in of the same architecture and says so in the title
 import os
 
 import panel as pn
+import torch
 
 from workbench.data.planted import planted_shapes
 from workbench.models import load_model
@@ -24,7 +25,10 @@ title = f"PlantedShapes \u00b7 {MODEL}"
 try:
     model = load_model(MODEL, device="cpu")
 except FileNotFoundError:  # zoo weights not trained yet: same architecture, random weights
-    model = load_model("timm:test_resnet", num_classes=len(data.class_names), output_stride=8, labels=data.class_names)
+    torch.manual_seed(SEED)
+    model = load_model(
+        "timm:test_resnet", num_classes=len(data.class_names), output_stride=8, labels=data.class_names
+    )
     title = "PlantedShapes \u00b7 random-init timm:test_resnet (zoo weights missing)"
 
 viewer = DatasetViewer.from_planted(data, model=model, max_items=32, title=title)
