@@ -93,6 +93,7 @@ def train_zoo(
         "description": entry.description,
         "arch": entry.arch,
         "arch_kwargs": entry.arch_kwargs,
+        "stem": entry.stem,
         "params": sum(p.numel() for p in net.parameters()),
         "labels": train.class_names,
         "input_size": [3, IMAGE_SIZE, IMAGE_SIZE],

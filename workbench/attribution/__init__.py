@@ -1,0 +1,47 @@
+"""Attribution: where a model looks. Every method is ``fn(model, x, y, **params) -> (N, H, W)``.
+
+Gradient methods: saliency, gradient_input, integrated_gradients, smoothgrad, vargrad, squaregrad,
+gradcam, gradcam_pp. Black-box methods: occlusion, rise, lime, kernel_shap, sobol, hsic (and
+hsic_interactions, which returns (N, d, d) pairwise scores). Pick methods by name with
+:func:`explainer`; :func:`list_methods` names them all.
+"""
+
+# Importing a module registers its methods. The public names are the functions: a module whose
+# name equals its method (sobol, hsic, rise, occlusion) is still importable by its full path.
+from workbench.attribution.cam import gradcam, gradcam_pp
+from workbench.attribution.gradients import (
+    gradient_input,
+    integrated_gradients,
+    saliency,
+    smoothgrad,
+    squaregrad,
+    vargrad,
+)
+from workbench.attribution.hsic import hsic, hsic_interactions
+from workbench.attribution.occlusion import occlusion
+from workbench.attribution.registry import Explainer, explainer, get_method, list_methods
+from workbench.attribution.rise import rise
+from workbench.attribution.sobol import sobol
+from workbench.attribution.surrogates import kernel_shap, lime
+
+__all__ = [
+    "Explainer",
+    "explainer",
+    "get_method",
+    "gradcam",
+    "gradcam_pp",
+    "gradient_input",
+    "hsic",
+    "hsic_interactions",
+    "integrated_gradients",
+    "kernel_shap",
+    "lime",
+    "list_methods",
+    "occlusion",
+    "rise",
+    "saliency",
+    "smoothgrad",
+    "sobol",
+    "squaregrad",
+    "vargrad",
+]

@@ -1,0 +1,351 @@
+"""Class activation maps from gradients: GradCAM and GradCAM++, for CNN and ViT layers.
+
+The activation ``A`` of a layer and its gradient ``dS/dA`` (S: the class logit) come from a forward
+hook that swaps the layer's output for a detached leaf tensor, so the backward pass stops at the
+layer, no ``.grad`` lands on parameters, and frozen models work. CNN layers give (N, C, h, w);
+ViT token layers (N, T, C) are reshaped to a (N, C, h, w) grid of patch tokens, leaving out the
+prefix tokens (CLS, distillation and register tokens). The CAM is upsampled bilinearly to the
+input size (``align_corners=False``, as Captum's ``LayerAttribution.interpolate``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench._core.batching import iter_batches
+from workbench._core.validation import closest_names
+from workbench.attribution._base import Forward, class_scores, finite_maps, prepare
+from workbench.attribution.registry import register
+from workbench.models.model import Model
+from workbench.models.split import SplitGraph
+
+__all__ = ["default_cam_layer", "gradcam", "gradcam_pp"]
+
+AnyModel = Model | nn.Module | Forward
+
+
+# -- layers -----------------------------------------------------------------------------------------
+def _network(model: AnyModel) -> nn.Module:
+    """The module whose submodules are hooked: ``model.net`` for a workbench Model."""
+    if isinstance(model, Model):
+        return model.net
+    if isinstance(model, nn.Module):
+        return model
+    raise ValueError(
+        f"model: CAM methods hook a layer, so they need a workbench Model or an nn.Module, got"
+        f" {type(model).__name__}"
+    )
+
+
+def _layer_name(net: nn.Module, layer: str | nn.Module) -> str:
+    if isinstance(layer, nn.Module):
+        for name, module in net.named_modules():
+            if module is layer and name:
+                return name
+        raise ValueError(f"layer: the module {type(layer).__name__} is not a submodule of the model")
+    if not isinstance(layer, str):
+        raise ValueError(f"layer: expected a module name (str) or a submodule, got {type(layer).__name__}")
+    names = [name for name, _ in net.named_modules() if name]
+    if layer not in names:
+        raise KeyError(
+            f"unknown layer {layer!r}; closest valid names: {closest_names(layer, names)}"
+            " (model.layers() lists the split points)"
+        )
+    return layer
+
+
+def _split_points(model: AnyModel, net: nn.Module) -> list[str]:
+    try:
+        return model.layers() if isinstance(model, Model) else SplitGraph.trace(net).layers()
+    except Exception as err:  # noqa: BLE001 - any tracing failure means: no default layer
+        raise ValueError(
+            f"layer: no default layer, the network's split points are unavailable ({err}); pass layer="
+        ) from err
+
+
+def _token_layout(net: nn.Module, tokens: int, image_hw: tuple[int, int]) -> tuple[int, int, int] | None:
+    """(prefix tokens, grid h, grid w) of a token sequence of length ``tokens``, or None.
+
+    The prefix count is ``net.num_prefix_tokens`` (timm) when present; otherwise the tokens beyond
+    the largest grid with the image's aspect ratio. The grid comes from ``patch_embed`` (timm) when
+    its size matches, otherwise from the token count and the image's aspect ratio.
+    """
+    H, W = image_hw
+    prefix = getattr(net, "num_prefix_tokens", None)
+
+    def aspect_grid(n: int) -> tuple[int, int] | None:
+        if n < 1:
+            return None
+        gh = max(1, round(math.sqrt(n * H / W)))
+        return (gh, n // gh) if gh * (n // gh) == n else None
+
+    if not isinstance(prefix, int):
+        prefix = None
+        for p in range(0, min(tokens, 17)):  # CLS + registers: a handful at most
+            grid = aspect_grid(tokens - p)
+            if grid is not None and tokens - p > 1:
+                prefix = p
+                break
+        if prefix is None:
+            return None
+    n = tokens - prefix
+    if n < 1:
+        return None
+    patch_embed = getattr(net, "patch_embed", None)
+    candidates = []
+    if patch_embed is not None:
+        if hasattr(patch_embed, "dynamic_feat_size"):
+            try:
+                candidates.append(tuple(int(s) for s in patch_embed.dynamic_feat_size((H, W))))
+            except Exception:  # noqa: BLE001, S110 - fall back to the other guesses
+                pass
+        if getattr(patch_embed, "grid_size", None) is not None:
+            candidates.append(tuple(int(s) for s in patch_embed.grid_size))
+    candidates.append(aspect_grid(n))
+    for grid in candidates:
+        if grid is not None and len(grid) == 2 and grid[0] * grid[1] == n:
+            return prefix, grid[0], grid[1]
+    return None
+
+
+def _spatial_kind(act: torch.Tensor, net: nn.Module, image_hw: tuple[int, int]) -> str | None:
+    if act.ndim == 4 and act.shape[2] * act.shape[3] > 1:
+        return "spatial"
+    if act.ndim == 3:
+        layout = _token_layout(net, act.shape[1], image_hw)
+        if layout is not None and layout[1] * layout[2] > 1:
+            return "tokens"
+    return None
+
+
+def default_cam_layer(model: AnyModel, x: torch.Tensor, y: torch.Tensor | int = 0) -> str:
+    """The layer GradCAM uses when ``layer=None``, found with one forward (and backward) on ``x[:1]``.
+
+    Among the split points (``model.layers()``) in forward order, the last whose activation is
+    spatial: a 4-D (N, C, h, w) map with h * w > 1 (the last conv stage of a CNN, not the 1x1
+    pooled output), or a ViT token sequence (N, T, C) whose patch tokens form a grid. For token
+    layers, the last one whose *patch tokens* influence the score is taken: with CLS-token pooling
+    the patch tokens of the last block's output (and of the final norm) have exactly zero gradient,
+    so the default is the input of the last block (for a timm ViT with 6 blocks: ``"blocks.4"``).
+    """
+    net = _network(model)
+    forward, x, y = prepare(model, x[:1], y if isinstance(y, int) else y[:1])
+    names = _split_points(model, net)
+    image_hw = (x.shape[2], x.shape[3])
+    store: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    try:
+        for name in names:
+
+            def hook(_m, _inp, out, name=name):
+                if isinstance(out, torch.Tensor):
+                    store.setdefault(name, []).append(out)
+
+            handles.append(net.get_submodule(name).register_forward_hook(hook))
+        with torch.inference_mode(False), torch.enable_grad():
+            probe = x.detach().clone().requires_grad_(True)
+            score = class_scores(forward(probe), y.clone() if y.is_inference() else y).sum()
+    finally:
+        for handle in handles:
+            handle.remove()
+    kinds = [
+        (name, _spatial_kind(store[name][0], net, image_hw))
+        for name in names
+        if len(store.get(name, ())) == 1  # modules run more than once per pass are ambiguous
+    ]
+    kinds = [(name, kind) for name, kind in kinds if kind is not None]
+    if not kinds:
+        raise ValueError(
+            "layer: no split point has a spatial activation (N, C, h, w) with h * w > 1 or patch tokens"
+            f" (N, T, C) for inputs of size {image_hw}; pass layer="
+        )
+    last_name, last_kind = kinds[-1]
+    if last_kind == "spatial":
+        return last_name
+    tokens = []
+    for name, kind in reversed(kinds):
+        if kind != "tokens":
+            break
+        tokens.append(name)
+    acts = [store[name][0] for name in tokens]
+    grads = torch.autograd.grad(score, acts, allow_unused=True)
+    for name, act, grad in zip(tokens, acts, grads, strict=True):
+        prefix = _token_layout(net, act.shape[1], image_hw)[0]
+        if grad is not None and bool(grad[:, prefix:].ne(0).any()):
+            return name
+    raise ValueError(
+        f"layer: the patch tokens of the token layers {tokens[::-1]} do not influence the score; pass layer="
+    )
+
+
+# -- the CAM computation ----------------------------------------------------------------------------
+def _layer_grads(
+    forward: Forward, module: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activation of ``module`` and d score_y / d activation, for one chunk of images."""
+    store: list[torch.Tensor] = []
+
+    def hook(_m, _inp, out):
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"layer {name!r} returns {type(out).__name__}, not a tensor; pick another layer")
+        if store:
+            raise ValueError(
+                f"layer {name!r} runs more than once per forward pass (a shared module); pick a module"
+                " that runs once"
+            )
+        leaf = out.detach().requires_grad_(True)
+        store.append(leaf)
+        return leaf.clone()  # later in-place ops (ReLU(inplace=True)) must not touch the leaf
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            scores = class_scores(forward(x.detach().clone()), y.clone() if y.is_inference() else y)
+            if not store:
+                raise ValueError(f"layer {name!r} did not run in the forward pass")
+            (grads,) = torch.autograd.grad(scores.sum(), store[0], allow_unused=True)
+    finally:
+        handle.remove()
+    act = store[0].detach()
+    return act, torch.zeros_like(act) if grads is None else grads
+
+
+def _as_grid(t: torch.Tensor, layout: tuple[int, int, int] | None) -> torch.Tensor:
+    """(B, C, h, w) as is; tokens (B, T, C) -> patch tokens as (B, C, h, w), prefix tokens dropped."""
+    if layout is None:
+        return t
+    prefix, gh, gw = layout
+    return t[:, prefix:].reshape(t.shape[0], gh, gw, t.shape[2]).permute(0, 3, 1, 2)
+
+
+def _cam(
+    model: AnyModel,
+    x: torch.Tensor,
+    y: torch.Tensor | int,
+    layer: str | nn.Module | None,
+    batch_size: int,
+    combine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    net = _network(model)
+    forward, x, y = prepare(model, x, y)
+    name = default_cam_layer(model, x, y) if layer is None else _layer_name(net, layer)
+    module = net.get_submodule(name)
+    image_hw = (x.shape[2], x.shape[3])
+    maps = torch.empty(len(x), *image_hw, device=x.device)
+    layout: tuple[int, int, int] | None = None
+    for sl in iter_batches(len(x), batch_size):
+        act, grads = _layer_grads(forward, module, name, x[sl], y[sl])
+        if act.ndim == 3:
+            layout = _token_layout(net, act.shape[1], image_hw)
+            if layout is None:
+                raise ValueError(
+                    f"layer {name!r}: cannot arrange {act.shape[1]} tokens into a patch grid for inputs of"
+                    f" size {image_hw}"
+                )
+        elif act.ndim != 4:
+            raise ValueError(
+                f"layer {name!r} gives shape {tuple(act.shape)}; GradCAM needs a spatial (N, C, h, w)"
+                " activation or ViT tokens (N, T, C)"
+            )
+        cam = F.relu(combine(_as_grid(act, layout).float(), _as_grid(grads, layout).float()))
+        maps[sl] = F.interpolate(cam[:, None], size=image_hw, mode="bilinear", align_corners=False)[:, 0]
+    return finite_maps(maps)
+
+
+def _gradcam_combine(act: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # alpha_k: global-average-pooled gradients
+    return (weights * act).sum(1)
+
+
+def _gradcam_pp_combine(act: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    g2 = grads * grads
+    g3 = g2 * grads
+    denom = 2 * g2 + act.sum(dim=(2, 3), keepdim=True) * g3
+    safe = torch.where(denom != 0, denom, torch.ones_like(denom))
+    alpha = torch.where(denom != 0, g2 / safe, torch.zeros_like(denom))
+    weights = (alpha * F.relu(grads)).sum(dim=(2, 3), keepdim=True)
+    return (weights * act).sum(1)
+
+
+@register("gradcam")
+def gradcam(
+    model: AnyModel,
+    x: torch.Tensor,
+    y: torch.Tensor | int,
+    *,
+    layer: str | nn.Module | None = None,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """GradCAM: ``ReLU(sum_k alpha_k A_k)`` with ``alpha_k`` the spatial mean of ``dS/dA_k``.
+
+    Selvaraju, Cogswell, Das, Vedantam, Parikh & Batra, "Grad-CAM: Visual Explanations from Deep
+    Networks via Gradient-based Localization", ICCV 2017. S is the class logit (before softmax),
+    A the layer's activation; the CAM is upsampled bilinearly to the input size, so it matches
+    Captum's ``LayerGradCam(relu_attributions=True)`` followed by
+    ``LayerAttribution.interpolate(..., "bilinear")``.
+
+    Parameters
+    ----------
+    model
+        A workbench :class:`~workbench.models.Model` or any ``nn.Module`` (hooks need modules).
+    x
+        Images (N, C, H, W); in [0, 1] for a workbench Model. Never modified.
+    y
+        Target classes (N,) (an int applies to every image).
+    layer
+        A module name relative to ``model.net`` for a Model (as ``model.layers()`` lists them) or
+        to the module itself, or the submodule. Default None: :func:`default_cam_layer` (the last
+        conv stage of a CNN; for a ViT the last token layer whose patch tokens reach the score, i.e.
+        the input of the last block under CLS pooling). Token layers (N, T, C) are reshaped to the
+        patch grid without the prefix (CLS / register) tokens (``num_prefix_tokens`` in timm).
+    batch_size
+        Images per forward/backward pass.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, H, W) float32 non-negative maps.
+    """
+    return _cam(model, x, y, layer, batch_size, _gradcam_combine)
+
+
+@register("gradcam_pp")
+def gradcam_pp(
+    model: AnyModel,
+    x: torch.Tensor,
+    y: torch.Tensor | int,
+    *,
+    layer: str | nn.Module | None = None,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """GradCAM++: GradCAM with pixel-wise weights ``alpha`` on the positive gradients.
+
+    Chattopadhay, Sarkar, Howlader & Balasubramanian, "Grad-CAM++: Generalized Gradient-based
+    Visual Explanations for Deep Convolutional Networks", WACV 2018. With ``Y = exp(S)`` and the
+    network piecewise linear (higher derivatives of S vanish), the closed form (eq. 19) is::
+
+        alpha_kij = g_kij^2 / (2 g_kij^2 + sum_ab A_kab g_kij^3),   g = dS/dA
+        w_k       = sum_ij alpha_kij ReLU(g_kij)
+        CAM       = ReLU(sum_k w_k A_k)
+
+    (``exp(S)`` cancels in alpha; ``alpha = 0`` where the denominator is 0.) The paper's weights
+    carry an extra positive factor ``exp(S)`` per image; like the common reference implementation
+    (pytorch-grad-cam) it is left out, as it only rescales each map and overflows for logits
+    above ~88. The authors' code further normalizes alpha per channel; that is not done here.
+
+    Parameters
+    ----------
+    model, x, y, layer, batch_size
+        As in :func:`gradcam`.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, H, W) float32 non-negative maps.
+    """
+    return _cam(model, x, y, layer, batch_size, _gradcam_pp_combine)

@@ -1,0 +1,161 @@
+"""RISE (Petsiuk, Das & Saenko, BMVC 2018): randomized input sampling for explanation.
+
+Masks: a binary ``grid_size x grid_size`` grid whose cells are kept with probability ``p`` is
+upsampled bilinearly to ``(grid_size + 1) * cell`` pixels (``cell = ceil(H / grid_size)``, per
+dimension) and cropped to H x W at a random offset in ``[0, cell)``, as in the paper's code. The map
+is the Monte-Carlo estimate ``sum_m f(x * M_m) M_m / (n_masks * p)``, i.e. about ``E[f | pixel
+kept]``: it carries an offset near the mean masked score, which rankings ignore.
+
+Only the small grids and the shifts are drawn up front (from a CPU generator, so a seed gives the same
+masks on every device); full-size masks are made on the model's device one batch at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from workbench._core.progress import progress as _progress
+from workbench._core.seeding import make_generator
+from workbench.attribution._base import batched_scores, finite_maps, prepare
+from workbench.attribution.registry import register
+
+
+class RiseMasks:
+    """The RISE masks of one seed, made on demand: ``masks[sl]`` -> (B, H, W) float on ``device``.
+
+    Parameters
+    ----------
+    n_masks, grid_size, p
+        How many masks, the grid side, the keep probability of a cell.
+    size
+        (H, W) of the images.
+    seed
+        An int or a CPU ``torch.Generator``.
+    device
+        Where the full-size masks are made.
+    """
+
+    def __init__(
+        self,
+        n_masks: int,
+        grid_size: int,
+        p: float,
+        size: tuple[int, int],
+        seed: int | torch.Generator = 0,
+        device: torch.device | str = "cpu",
+    ):
+        self.size = size
+        self.device = torch.device(device)
+        gen = make_generator(seed)
+        self.cell = tuple(math.ceil(s / grid_size) for s in size)
+        self.up_size = tuple((grid_size + 1) * c for c in self.cell)
+        self.grids = (torch.rand(n_masks, grid_size, grid_size, generator=gen) < p).to(self.device)
+        shifts = [torch.randint(0, c, (n_masks,), generator=gen) for c in self.cell]
+        self.shifts = torch.stack(shifts, 1).to(self.device)  # (n_masks, 2): row, column offsets
+        self._rows = torch.arange(size[0], device=self.device)
+        self._cols = torch.arange(size[1], device=self.device)
+
+    def __len__(self) -> int:
+        return len(self.grids)
+
+    def __getitem__(self, sl: slice) -> torch.Tensor:
+        grids = self.grids[sl].float()[:, None]
+        up = F.interpolate(grids, size=self.up_size, mode="bilinear", align_corners=False)[:, 0]
+        shifts = self.shifts[sl]
+        rows = (shifts[:, 0, None] + self._rows)[:, :, None]  # (B, H, 1)
+        cols = (shifts[:, 1, None] + self._cols)[:, None, :]  # (B, 1, W)
+        batch = torch.arange(len(up), device=self.device)[:, None, None]
+        return up[batch, rows, cols].clamp_(0.0, 1.0)  # bilinear weights sum to 1, up to rounding
+
+
+def check_probability(p: float) -> float:
+    if not isinstance(p, int | float) or not 0.0 < float(p) < 1.0:
+        raise ValueError(f"p: expected a probability strictly between 0 and 1, got {p!r}")
+    return float(p)
+
+
+def check_count(name: str, value: int, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+@register("rise")
+def rise(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor | int,
+    *,
+    n_masks: int = 4000,
+    grid_size: int = 7,
+    p: float = 0.5,
+    batch_size: int = 64,
+    seed: int | torch.Generator = 0,
+    upsample: bool = True,
+    progress: bool = False,
+) -> torch.Tensor:
+    """RISE maps: the score-weighted average of random smooth masks, ``sum_m f(x*M_m) M_m / (N p)``.
+
+    Parameters
+    ----------
+    model
+        A workbench Model (pixel-space input), an ``nn.Module`` or a callable (N, C, H, W) -> (N, K).
+    x
+        Images (N, C, H, W); in [0, 1] for a workbench Model. Masks multiply every channel, so the
+        implicit baseline is 0 (black).
+    y
+        Target classes (N,) or one int for all images.
+    n_masks
+        Masks per image (the paper uses 4,000 to 8,000). All images share the same masks.
+    grid_size
+        Side of the binary grid (7 in the paper); must not exceed the image size.
+    p
+        Probability that a grid cell is kept, in (0, 1).
+    batch_size
+        Masked images per forward pass.
+    seed
+        An int or a CPU ``torch.Generator``; same seed, same masks, same maps (whatever batch_size).
+    upsample
+        True: maps (N, H, W). False: (N, grid_size, grid_size), the full-resolution map averaged over
+        each cell of a ``grid_size`` grid (adaptive average pooling). Because of the random shifts,
+        the small binary grids do not line up with fixed image regions, so they are not used directly.
+    progress
+        Show a progress bar over the mask batches.
+
+    Returns
+    -------
+    torch.Tensor
+        Maps on the model's device, float32. The score ``f`` is the model's raw output for class
+        ``y`` (logits for a workbench Model; the paper used probabilities: wrap the model in a
+        softmax for that).
+
+    Notes
+    -----
+    Forward passes: ``N * ceil(n_masks / batch_size)``, each with at most ``batch_size`` inputs.
+    Peak memory holds one batch of full-size masks and masked images.
+    """
+    forward, x, y = prepare(model, x, y)
+    n, _, h, w = x.shape
+    check_count("n_masks", n_masks)
+    check_count("grid_size", grid_size)
+    check_count("batch_size", batch_size)
+    p = check_probability(p)
+    if grid_size > min(h, w):
+        raise ValueError(f"grid_size: {grid_size} is larger than the images ({h}, {w})")
+    masks = RiseMasks(n_masks, grid_size, p, (h, w), seed=seed, device=x.device)
+
+    sal = torch.zeros(n, h * w, device=x.device)
+    batches = [slice(s, min(s + batch_size, n_masks)) for s in range(0, n_masks, batch_size)]
+    for sl in _progress(batches, enabled=progress, desc="rise"):
+        m = masks[sl]  # (B, H, W)
+        flat = m.reshape(len(m), -1)
+        for i in range(n):
+            scores = batched_scores(forward, x[i] * m[:, None].to(x.dtype), y[i], batch_size)
+            sal[i] += scores @ flat
+    maps = (sal / (n_masks * p)).view(n, h, w)
+    if not upsample:
+        maps = F.adaptive_avg_pool2d(maps[:, None], grid_size)[:, 0]
+    return finite_maps(maps.float())
