@@ -126,6 +126,23 @@ def dataset_viewer_server(tmp_path_factory) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="session")
+def attribution_viewer_server(tmp_path_factory) -> Iterator[dict]:
+    """`panel serve` of apps/attribution_viewer_app.py on a free local port: ``{"url", "n", "seed"}``."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("panel_serve_attr") / "panel_serve.log"
+    app = APPS / "attribution_viewer_app.py"
+    cmd = [
+        sys.executable, "-m", "panel", "serve", str(app),
+        "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/{app.stem}"
+    n, seed = 6, 0
+    proc = start_server(cmd, url, log, env={"WB_APP_N": str(n), "WB_APP_SEED": str(seed)})
+    yield {"url": url, "n": n, "seed": seed, "log": log}
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
 def chromium() -> Iterator[object]:
     """Headless /usr/bin/chromium through Playwright's sync API, with a fresh user-data-dir."""
     if not CHROMIUM.exists():

@@ -5,11 +5,13 @@ Widgets receive results (images, predictions, maps, concepts); they never train 
 """
 
 from workbench.widgets._common import ensure_extension
+from workbench.widgets.attribution_viewer import AttributionViewer
 from workbench.widgets.dataset_viewer import DatasetViewer
 
 ensure_extension()
 
 __all__ = [
+    "AttributionViewer",
     "DatasetViewer",
     "ensure_extension",
 ]

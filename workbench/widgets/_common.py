@@ -305,7 +305,10 @@ def map_range(amap: torch.Tensor | np.ndarray, signed: bool | None = None, perce
 
 
 def colorize(
-    amap: torch.Tensor | np.ndarray, cmap: str = "RdBu_r", vmin: float | None = None, vmax: float | None = None
+    amap: torch.Tensor | np.ndarray,
+    cmap: str = "RdBu_r",
+    vmin: float | None = None,
+    vmax: float | None = None,
 ) -> np.ndarray:
     """A map (H, W) -> (H, W, 3) uint8 colours; ``vmin``/``vmax`` default to :func:`map_range`."""
     arr = amap.detach().float().cpu().numpy() if isinstance(amap, torch.Tensor) else np.asarray(amap, float)
@@ -327,15 +330,22 @@ def map_overlay(
     vmin: float | None = None,
     vmax: float | None = None,
     smooth: bool = False,
+    fade: bool = False,
 ) -> np.ndarray:
     """An attribution map drawn over its image: (H, W, 3) uint8.
 
     ``image`` is (3, H, W) float in [0, 1]; ``amap`` is (h, w), upsampled to (H, W) when smaller
     (nearest neighbour, or bilinear with ``smooth=True``, before colouring). The colours of
-    :func:`colorize` are blended over the image with ``opacity`` (0: image only, 1: map only).
+    :func:`colorize` are blended over the image with ``opacity`` (0: image only, 1: map only);
+    with ``fade=True`` each pixel's opacity is also scaled by :func:`map_strength`, so the image
+    shows through where the map is near its zero.
     """
     rgb = to_rgb_uint8(image).astype(np.float32)
-    m = amap.detach().float().cpu() if isinstance(amap, torch.Tensor) else torch.as_tensor(np.asarray(amap, np.float32))
+    m = (
+        amap.detach().float().cpu()
+        if isinstance(amap, torch.Tensor)
+        else torch.as_tensor(np.asarray(amap, np.float32))
+    )
     if m.ndim != 2:
         raise ValueError(f"map: expected shape (H, W), got {tuple(m.shape)}")
     if vmin is None or vmax is None:
@@ -346,7 +356,20 @@ def map_overlay(
         m = torch.nn.functional.interpolate(m[None, None], size=rgb.shape[:2], **mode)[0, 0]
     colors = colorize(m, cmap, vmin, vmax).astype(np.float32)
     a = float(np.clip(opacity, 0.0, 1.0))
+    if fade:
+        a = a * map_strength(m.numpy(), vmin, vmax)[..., None]
     return (rgb * (1 - a) + colors * a + 0.5).astype(np.uint8)
+
+
+def map_strength(amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """How far each value is from the map's zero, in [0, 1]: ``|v| / max(-vmin, vmax)`` for a range
+    around 0 (signed maps), ``(v - vmin) / (vmax - vmin)`` otherwise."""
+    arr = np.asarray(amap, np.float32)
+    if vmin < 0 < vmax:
+        out = np.abs(arr) / max(-vmin, vmax)
+    else:
+        out = (arr - vmin) / ((vmax - vmin) or 1.0)
+    return np.clip(out, 0.0, 1.0)
 
 
 def contour_layer(
