@@ -155,9 +155,11 @@ def test_panel_serve_hover_click_opacity(page, attribution_viewer_server, screen
     alpha_min = "c => Math.min(...c.getContext('2d').getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 4 === 3))"
     blur = grid.locator(f'.wb-map-cell[data-index="0"][data-method="{app.BLUR}"] canvas.wb-map')
     assert blur.evaluate(alpha_min) == 255
-    page.locator(".wb-fade").get_by_text("fade near 0").click()
+    page.locator(".wb-fade input[type=checkbox]").check()
     page.locator('.wb-attr-grid[data-fade="true"]').wait_for(state="attached", timeout=30_000)
     assert blur.evaluate(alpha_min) == 0
+    page.locator(".wb-fade input[type=checkbox]").uncheck()
+    page.locator('.wb-attr-grid[data-fade="false"]').wait_for(state="attached", timeout=30_000)
     elapsed = time.monotonic() - t0
 
     stack = grid.locator(f'.wb-map-cell[data-index="3"][data-method="{app.GRAD}"] .wb-stack')

@@ -20,7 +20,9 @@ value is *signed*: its maps are shown on ``[-s, s]`` with ``s`` the ``clip_perce
 percentile of ``|map|`` (99.5 by default, so that a few extreme pixels do not wash out the rest;
 beyond it colours saturate), and the default colormap is the diverging ``RdBu_r`` (white at 0).
 Other methods are shown on ``[0, s]`` with ``s`` the percentile of the map, in ``inferno``. Each
-map's range is printed under it (and with ticks under each map of the detail view).
+map's range is printed under it (and with ticks under each map of the detail view). The opacity is
+uniform by default; "fade near 0" (``fade=True``) scales each pixel's opacity by ``|value| / s``, so
+the image shows through wherever the map is near 0.
 """
 
 from __future__ import annotations
@@ -435,7 +437,10 @@ def _as_tensor(x: Any, name: str, what: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
+        try:
+            return torch.from_numpy(x)
+        except TypeError as err:
+            raise ValueError(f"{name}: could not convert the array of dtype {x.dtype} to a tensor") from err
     raise ValueError(f"{name}: expected a torch.Tensor of shape {what}, got {type(x).__name__}")
 
 
@@ -582,11 +587,11 @@ class AttributionViewer(Viewer):
         Heading shown above the grid.
     **params
         Initial values of the parameters: ``methods``, ``cmap``, ``opacity``, ``upsampling``,
-        ``selected``, ``show_mask``.
+        ``fade``, ``selected``, ``show_mask``.
 
     Attributes
     ----------
-    selected, page, methods, cmap, opacity, upsampling, show_mask
+    selected, page, methods, cmap, opacity, upsampling, fade, show_mask
         The state (``param`` parameters, watchable); widgets and clicks change them, and so can code.
     """
 
