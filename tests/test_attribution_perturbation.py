@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from workbench.attribution._base import reduce_channels
-from workbench.attribution.occlusion import occlusion, window_grid
+from workbench.attribution.occlusion_patches import occlusion, window_grid
 from workbench.attribution.registry import explainer
-from workbench.attribution.rise import RiseMasks, rise
+from workbench.attribution.rise_sampling import RiseMasks, rise
 from workbench.attribution.surrogates import (
     constrained_wls,
     grid_segments,

@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.attribution import hsic as hsic_mod
+from workbench.attribution import hsic_dependence as hsic_mod
 from workbench.attribution import sampling
-from workbench.attribution import sobol as sobol_mod
-from workbench.attribution.hsic import (
+from workbench.attribution import sobol_sensitivity as sobol_mod
+from workbench.attribution.hsic_dependence import (
     center_gram,
     hsic,
     hsic_interaction_scores,
@@ -29,7 +29,7 @@ from workbench.attribution.hsic import (
     output_gram,
 )
 from workbench.attribution.registry import METHODS
-from workbench.attribution.sobol import ESTIMATORS, PERTURBATIONS, design_masks, sobol, sobol_design
+from workbench.attribution.sobol_sensitivity import ESTIMATORS, PERTURBATIONS, design_masks, sobol, sobol_design
 
 # ----------------------------------------------------------------------------------------------------------
 # helpers

@@ -196,16 +196,39 @@ LAB_CELLS = [
 def test_jupyterlab_hover_and_click(page, jupyter_lab, screenshot_dir):
     """The same widget in a notebook: updates after display must not fetch anything from a CDN."""
     import nbformat
-    from playwright.sync_api import expect
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in LAB_CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, jupyter_lab["root"] / "attribution.ipynb")
+    page, requests, _errors = page
+    try:
+        _lab_checks(page, jupyter_lab["url"], screenshot_dir)
+    finally:  # leave the shared Lab as found: no kernel of this notebook left running
+        _shutdown_sessions(jupyter_lab["url"], "attribution.ipynb")
+    assert not requests.external(), f"requests left the machine: {requests.external()}"
 
-    page, requests, errors = page
+
+def _shutdown_sessions(url: str, name: str) -> None:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/api/sessions", timeout=30) as resp:
+        sessions = json.load(resp)
+    for session in sessions:
+        if session.get("path", "").endswith(name):
+            req = urllib.request.Request(f"{url}/api/sessions/{session['id']}", method="DELETE")
+            urllib.request.urlopen(req, timeout=30).close()
+
+
+def _lab_checks(page, url: str, screenshot_dir) -> None:
+    from playwright.sync_api import expect
+
     t0 = time.monotonic()
+    # A workspace of its own: the default one (the DatasetViewer's Lab test) must not reopen this notebook.
     page.goto(
-        f"{jupyter_lab['url']}/lab/tree/attribution.ipynb", wait_until="domcontentloaded", timeout=180_000
+        f"{url}/lab/workspaces/attribution/tree/attribution.ipynb",
+        wait_until="domcontentloaded",
+        timeout=180_000,
     )
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="visible", timeout=180_000)
     page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(state="visible", timeout=180_000)
@@ -244,5 +267,4 @@ def test_jupyterlab_hover_and_click(page, jupyter_lab, screenshot_dir):
     page.locator(".jp-OutputArea .wb-attribution-viewer").first.scroll_into_view_if_needed()
     page.wait_for_timeout(300)
     page.screenshot(path=str(screenshot_dir / "attribution_viewer_lab.png"))
-    assert not requests.external(), f"requests left the machine: {requests.external()}"
     print(f"jupyterlab: notebook run, hover, click and opacity checked in {elapsed:.1f}s")

@@ -6,8 +6,8 @@ hsic_interactions, which returns (N, d, d) pairwise scores). Pick methods by nam
 :func:`explainer`; :func:`list_methods` names them all.
 """
 
-# Importing a module registers its methods. The public names are the functions: a module whose
-# name equals its method (sobol, hsic, rise, occlusion) is still importable by its full path.
+# Importing a module registers its methods. No module is named like its function (sobol_sensitivity
+# holds sobol), so `workbench.attribution.sobol` is always the function, never a shadowed module.
 from workbench.attribution.cam import gradcam, gradcam_pp
 from workbench.attribution.gradients import (
     gradient_input,
@@ -17,11 +17,11 @@ from workbench.attribution.gradients import (
     squaregrad,
     vargrad,
 )
-from workbench.attribution.hsic import hsic, hsic_interactions
-from workbench.attribution.occlusion import occlusion
+from workbench.attribution.hsic_dependence import hsic, hsic_interactions
+from workbench.attribution.occlusion_patches import occlusion
 from workbench.attribution.registry import Explainer, explainer, get_method, list_methods
-from workbench.attribution.rise import rise
-from workbench.attribution.sobol import sobol
+from workbench.attribution.rise_sampling import rise
+from workbench.attribution.sobol_sensitivity import sobol
 from workbench.attribution.surrogates import kernel_shap, lime
 
 __all__ = [

@@ -21,9 +21,9 @@ import torch
 from workbench._core.progress import progress as _progress
 from workbench._core.seeding import make_generator
 from workbench.attribution._base import finite_maps, perturbed_scores, prepare
-from workbench.attribution.occlusion import expand_baseline
+from workbench.attribution.occlusion_patches import expand_baseline
 from workbench.attribution.registry import register
-from workbench.attribution.rise import check_count, check_probability
+from workbench.attribution.rise_sampling import check_count, check_probability
 
 Segmentation = Literal["grid", "slic"] | torch.Tensor | np.ndarray
 

@@ -58,7 +58,7 @@ from torch import nn
 from workbench.attribution._base import Forward, finite_maps, prepare, upsample_grid
 from workbench.attribution.registry import register
 from workbench.attribution.sampling import SamplerFn, binary_masks, resolve_sampler
-from workbench.attribution.sobol import (
+from workbench.attribution.sobol_sensitivity import (
     Perturbation,
     check_grid,
     check_nb_design,
@@ -236,7 +236,7 @@ def hsic(
         [0, 1], thresholded likewise.
     perturbation
         How a mask is applied: ``"inpainting"`` (``x * M``, default), ``"blurring"``, ``"amplitude"``
-        (see :data:`workbench.attribution.sobol.PERTURBATIONS`) or ``fn(x, masks)``.
+        (see :data:`workbench.attribution.sobol_sensitivity.PERTURBATIONS`) or ``fn(x, masks)``.
     perturbation_size
         Blur sigma (pixels) for ``"blurring"``, sigma for ``"amplitude"``.
     bandwidth
