@@ -29,7 +29,13 @@ from workbench.attribution.hsic_dependence import (
     output_gram,
 )
 from workbench.attribution.registry import METHODS
-from workbench.attribution.sobol_sensitivity import ESTIMATORS, PERTURBATIONS, design_masks, sobol, sobol_design
+from workbench.attribution.sobol_sensitivity import (
+    ESTIMATORS,
+    PERTURBATIONS,
+    design_masks,
+    sobol,
+    sobol_design,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # helpers
