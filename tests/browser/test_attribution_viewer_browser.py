@@ -134,7 +134,8 @@ def test_panel_serve_hover_click_opacity(page, attribution_viewer_server, screen
     page.locator('.wb-attr-grid:not([data-opacity="0.6"])').wait_for(state="attached", timeout=30_000)
     opacity = float(grid.get_attribute("data-opacity"))
     assert opacity == pytest.approx(0.75, abs=1e-6)
-    assert float(canvas.evaluate("c => getComputedStyle(c).opacity")) == pytest.approx(0.75, abs=1e-3)
+    # The attribute and the canvas style are set in separate renders: wait for the style, do not race it.
+    expect(canvas).to_have_css("opacity", "0.75", timeout=30_000)
     assert float(detail.get_attribute("data-opacity")) == pytest.approx(0.75, abs=1e-6)
 
     # Methods: unticking one removes its column from the grid and the detail view.
