@@ -13,6 +13,7 @@ import base64
 import html
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import param
@@ -392,3 +393,20 @@ def contour_layer(
         out[mask_contour(m, t, inside=False)] = (*outline, 255)
     out[mask_contour(m, t, inside=True)] = (*color, 255)
     return out
+
+
+def check_index(index: Any, n: int) -> int:
+    """An image index for ``select``: an int (or 1-element integer tensor) in [0, n); clear errors otherwise."""
+    if isinstance(index, bool) or not isinstance(index, int | np.integer | torch.Tensor):
+        raise ValueError(f"select: expected an integer index, got {type(index).__name__} {index!r}")
+    if isinstance(index, torch.Tensor):
+        if index.numel() != 1 or index.is_floating_point() or index.dtype == torch.bool:
+            raise ValueError(
+                f"select: expected an integer index, got a tensor of shape {tuple(index.shape)}"
+                f" and dtype {index.dtype}"
+            )
+        index = int(index.item())
+    index = int(index)
+    if not 0 <= index < n:
+        raise IndexError(f"select: index {index} is out of range for {n} images (valid: 0..{n - 1})")
+    return index

@@ -46,6 +46,7 @@ from workbench._core.validation import check_images
 from workbench.widgets._common import (
     COLORMAPS,
     LiveHTML,
+    check_index,
     colormap_lut,
     contour_layer,
     ensure_extension,
@@ -738,20 +739,7 @@ class AttributionViewer(Viewer):
 
     def select(self, index: int) -> None:
         """Show image ``index`` (0 <= index < N) in the detail view (and its page in the grid)."""
-        if isinstance(index, bool) or not isinstance(index, int | np.integer | torch.Tensor):
-            raise ValueError(f"select: expected an integer index, got {type(index).__name__} {index!r}")
-        if isinstance(index, torch.Tensor):
-            if index.numel() != 1 or index.is_floating_point() or index.dtype == torch.bool:
-                raise ValueError(
-                    f"select: expected an integer index, got a tensor of shape {tuple(index.shape)}"
-                    f" and dtype {index.dtype}"
-                )
-            index = int(index.item())
-        index = int(index)
-        if not 0 <= index < self.n:
-            raise IndexError(
-                f"select: index {index} is out of range for {self.n} images (valid: 0..{self.n - 1})"
-            )
+        index = check_index(index, self.n)
         self.selected = index
 
     def next_page(self) -> None:

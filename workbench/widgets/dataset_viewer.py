@@ -31,6 +31,7 @@ from workbench._core.devices import module_device
 from workbench._core.validation import check_images
 from workbench.widgets._common import (
     LiveHTML,
+    check_index,
     contour_overlay,
     ensure_extension,
     img_tag,
@@ -445,19 +446,7 @@ class DatasetViewer(Viewer):
 
     def select(self, index: int) -> None:
         """Select image ``index`` (0 <= index < N); shows its page, clearing filters that hide it."""
-        if isinstance(index, bool) or not isinstance(index, int | np.integer | torch.Tensor):
-            raise ValueError(f"select: expected an integer index, got {type(index).__name__} {index!r}")
-        if isinstance(index, torch.Tensor):
-            if index.numel() != 1 or index.is_floating_point():
-                raise ValueError(
-                    f"select: expected an integer index, got a tensor of shape {tuple(index.shape)}"
-                )
-            index = int(index.item())
-        index = int(index)
-        if not 0 <= index < self.n:
-            raise IndexError(
-                f"select: index {index} is out of range for {self.n} images (valid: 0..{self.n - 1})"
-            )
+        index = check_index(index, self.n)
         self.selected = index
 
     def next_page(self) -> None:
