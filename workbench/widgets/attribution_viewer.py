@@ -52,6 +52,7 @@ from workbench.widgets._common import (
     ensure_extension,
     map_overlay,
     map_range,
+    paging_controls,
     png_data_uri,
     widget_kwargs,
 )
@@ -967,23 +968,7 @@ class AttributionViewer(Viewer):
             pn.Row(label("Upsampling", 12), self._upsampling_widget, self._fade_widget, margin=0),
             flex_wrap="wrap", align_items="flex-start", margin=0, css_classes=["wb-controls"],
         )  # fmt: skip
-        self._prev = pn.widgets.Button(
-            **widget_kwargs(pn.widgets.Button, label="\u25c0 Prev"),
-            width=80,
-            margin=(5, 5),
-            css_classes=["wb-prev"],
-        )
-        self._next = pn.widgets.Button(
-            **widget_kwargs(pn.widgets.Button, label="Next \u25b6"),
-            width=80,
-            margin=(5, 5),
-            css_classes=["wb-next"],
-        )
-        self._prev.on_click(lambda _e: self.previous_page())
-        self._next.on_click(lambda _e: self.next_page())
-        self._page_info = LiveHTML(
-            object="", stylesheets=[_CSS], margin=(5, 8), css_classes=["wb-pageinfo-pane"]
-        )
+        self._prev, self._next, self._page_info = paging_controls(self.previous_page, self.next_page, _CSS)
         paging = pn.Row(self._prev, self._page_info, self._next, margin=0, visible=self.n_pages > 1)
         mask_toggle = pn.widgets.Checkbox.from_param(
             self.param.show_mask, **widget_kwargs(pn.widgets.Checkbox, label="object mask contour"),

@@ -35,6 +35,7 @@ from workbench.widgets._common import (
     contour_overlay,
     ensure_extension,
     img_tag,
+    paging_controls,
     png_data_uri,
     widget_kwargs,
 )
@@ -491,23 +492,7 @@ class DatasetViewer(Viewer):
         self._header = pn.pane.HTML(
             self._header_html(), stylesheets=[_CSS], margin=(0, 5), sizing_mode="stretch_width"
         )
-        self._prev = pn.widgets.Button(
-            **widget_kwargs(pn.widgets.Button, label="\u25c0 Prev"),
-            width=80,
-            margin=(5, 5),
-            css_classes=["wb-prev"],
-        )
-        self._next = pn.widgets.Button(
-            **widget_kwargs(pn.widgets.Button, label="Next \u25b6"),
-            width=80,
-            margin=(5, 5),
-            css_classes=["wb-next"],
-        )
-        self._prev.on_click(lambda _e: self.previous_page())
-        self._next.on_click(lambda _e: self.next_page())
-        self._page_info = LiveHTML(
-            object="", stylesheets=[_CSS], margin=(5, 8), css_classes=["wb-pageinfo-pane"]
-        )
+        self._prev, self._next, self._page_info = paging_controls(self.previous_page, self.next_page, _CSS)
         self._goto = pn.widgets.IntInput(
             **widget_kwargs(pn.widgets.IntInput, label=""),
             value=self.selected,
