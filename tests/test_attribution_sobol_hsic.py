@@ -28,10 +28,10 @@ from workbench.attribution.hsic_dependence import (
     median_bandwidth,
     output_gram,
 )
+from workbench.attribution.perturbations import PERTURBATIONS
 from workbench.attribution.registry import METHODS
 from workbench.attribution.sobol_sensitivity import (
     ESTIMATORS,
-    PERTURBATIONS,
     design_masks,
     sobol,
     sobol_design,

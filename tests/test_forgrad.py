@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.attribution import forgrad as forgrad_module
-from workbench.attribution.forgrad import (
+from workbench.attribution import frequency_filter as forgrad_module
+from workbench.attribution.frequency_filter import (
     ForgradSigma,
     default_sigmas,
     deletion_score,

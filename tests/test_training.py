@@ -13,6 +13,7 @@ from workbench.data import planted_shapes
 from workbench.models import Model
 from workbench.models.zoo import build_zoo_net
 from workbench.training import evaluate_accuracy, train_classifier, train_zoo
+from workbench.training.occlusion_augment import random_occlusion
 
 
 def _tiny_model(seed: int = 0) -> Model:
@@ -49,6 +50,35 @@ def test_train_classifier_refuses_bad_input():
         train_classifier(
             model, torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]), epochs=0, progress=False
         )
+
+
+def test_random_occlusion_masks_a_fraction_of_the_batch_reproducibly():
+    """Chosen images keep some pixels and lose others to black, a blur or the mean colour; the rest
+    are untouched; the same generator state gives the same batch."""
+    x = planted_shapes(64, size=32, seed=1).images
+    assert torch.equal(random_occlusion(x, 0.0, torch.Generator().manual_seed(0)), x)
+    outs = [random_occlusion(x, 0.5, torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
+    changed = (outs[0] != x).flatten(1).any(1)
+    assert 0.25 < changed.float().mean() < 0.75  # about half of the batch
+    assert outs[0].min() >= 0 and outs[0].max() <= 1 and outs[0].shape == x.shape
+    fills = set()
+    for s in range(40):  # every fill appears over a few batches
+        gen = torch.Generator().manual_seed(s)
+        out = random_occlusion(x, 1.0, gen)
+        changed_px = (out != x).any(1)
+        fills.add("black" if bool((out.sum(1)[changed_px] == 0).float().mean() > 0.5) else "other")
+    assert fills == {"black", "other"}
+
+
+def test_train_classifier_occlusion_changes_training_and_is_checked():
+    data = planted_shapes(128, size=32, seed=0)
+    kw = dict(epochs=1, batch_size=64, lr=1e-2, seed=3, progress=False)
+    plain = train_classifier(_tiny_model(), data.images, data.labels, **kw)
+    occluded = train_classifier(_tiny_model(), data.images, data.labels, occlusion=0.5, **kw)
+    assert plain.loss != occluded.loss
+    with pytest.raises(ValueError, match="occlusion"):
+        train_classifier(_tiny_model(), data.images, data.labels, occlusion=1.5, **kw)
 
 
 @pytest.mark.slow

@@ -2,13 +2,15 @@
 
 Gradient methods: saliency, gradient_input, integrated_gradients, smoothgrad, vargrad, squaregrad,
 gradcam, gradcam_pp. Black-box methods: occlusion, rise, lime, kernel_shap, sobol, hsic (and
-hsic_interactions, which returns (N, d, d) pairwise scores). Pick methods by name with
+hsic_interactions, which returns (N, d, d) pairwise scores). FORGrad: forgrad filters any maps,
+forgrad_sigma picks its cutoff on validation images. Pick methods by name with
 :func:`explainer`; :func:`list_methods` names them all.
 """
 
 # Importing a module registers its methods. No module is named like its function (sobol_sensitivity
 # holds sobol), so `workbench.attribution.sobol` is always the function, never a shadowed module.
 from workbench.attribution.cam import gradcam, gradcam_pp
+from workbench.attribution.frequency_filter import ForgradSigma, forgrad, forgrad_sigma
 from workbench.attribution.gradients import (
     gradient_input,
     integrated_gradients,
@@ -26,7 +28,10 @@ from workbench.attribution.surrogates import kernel_shap, lime
 
 __all__ = [
     "Explainer",
+    "ForgradSigma",
     "explainer",
+    "forgrad",
+    "forgrad_sigma",
     "get_method",
     "gradcam",
     "gradcam_pp",

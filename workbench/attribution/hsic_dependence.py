@@ -56,15 +56,10 @@ import torch
 from torch import nn
 
 from workbench.attribution._base import Forward, finite_maps, prepare, upsample_grid
+from workbench.attribution.perturbations import Perturbation, check_grid, masked_scores, resolve_perturbation
 from workbench.attribution.registry import register
 from workbench.attribution.sampling import SamplerFn, binary_masks, resolve_sampler
-from workbench.attribution.sobol_sensitivity import (
-    Perturbation,
-    check_grid,
-    check_nb_design,
-    masked_scores,
-    resolve_perturbation,
-)
+from workbench.attribution.sobol_sensitivity import check_nb_design
 from workbench.models.model import Model
 
 # ----------------------------------------------------------------------------------------------------------

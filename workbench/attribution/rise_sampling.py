@@ -4,7 +4,15 @@ Masks: a binary ``grid_size x grid_size`` grid whose cells are kept with probabi
 upsampled bilinearly to ``(grid_size + 1) * cell`` pixels (``cell = ceil(H / grid_size)``, per
 dimension) and cropped to H x W at a random offset in ``[0, cell)``, as in the paper's code. The map
 is the Monte-Carlo estimate ``sum_m f(x * M_m) M_m / (n_masks * p)``, i.e. about ``E[f | pixel
-kept]``: it carries an offset near the mean masked score, which rankings ignore.
+kept]``.
+
+Centering (``center=True``, our default). The paper's map carries an offset equal to the mean masked
+score ``E[f]`` everywhere, so for a non-negative score the object can never weigh more than twice the
+background at ``p = 1/2`` and "positive mass" reads nothing but the offset. We subtract the mean score,
+``sum_m (f_m - mean f) M_m / (n_masks * p)``, an estimate of ``E[f | pixel kept] - E[f]``: positive where
+keeping the pixel raises the score, negative where it lowers it. The two maps differ by a constant up
+to Monte-Carlo error in the mask sums, so rankings, deletion and insertion curves are the same;
+``center=False`` gives the paper's estimator exactly.
 
 Only the small grids and the shifts are drawn up front (from a CPU generator, so a seed gives the same
 masks on every device); full-size masks are made on the model's device one batch at a time.
@@ -20,6 +28,7 @@ import torch.nn.functional as F
 from workbench._core.progress import progress as _progress
 from workbench._core.seeding import make_generator
 from workbench.attribution._base import batched_scores, finite_maps, prepare
+from workbench.attribution.perturbations import Perturbation, resolve_perturbation
 from workbench.attribution.registry import register
 
 
@@ -92,6 +101,9 @@ def rise(
     n_masks: int = 4000,
     grid_size: int = 7,
     p: float = 0.5,
+    perturbation: str | Perturbation = "inpainting",
+    perturbation_size: float | None = None,
+    center: bool = True,
     batch_size: int = 64,
     seed: int | torch.Generator = 0,
     upsample: bool = True,
@@ -104,8 +116,8 @@ def rise(
     model
         A workbench Model (pixel-space input), an ``nn.Module`` or a callable (N, C, H, W) -> (N, K).
     x
-        Images (N, C, H, W); in [0, 1] for a workbench Model. Masks multiply every channel, so the
-        implicit baseline is 0 (black).
+        Images (N, C, H, W); in [0, 1] for a workbench Model. With the default perturbation, masks
+        multiply every channel, so the implicit baseline is 0 (black).
     y
         Target classes (N,) or one int for all images.
     n_masks
@@ -114,6 +126,11 @@ def rise(
         Side of the binary grid (7 in the paper); must not exceed the image size.
     p
         Probability that a grid cell is kept, in (0, 1).
+    perturbation, perturbation_size
+        How a mask is applied: ``"inpainting"`` (``x * M``, the paper's, default), ``"blurring"``,
+        ``"amplitude"`` or a callable ``fn(x, masks)``; see :mod:`workbench.attribution.perturbations`.
+    center
+        Subtract the mean masked score (default; see the module notes). False: the paper's estimator.
     batch_size
         Masked images per forward pass.
     seed
@@ -145,16 +162,23 @@ def rise(
     p = check_probability(p)
     if grid_size > min(h, w):
         raise ValueError(f"grid_size: {grid_size} is larger than the images ({h}, {w})")
+    perturb = resolve_perturbation(perturbation, perturbation_size)
     masks = RiseMasks(n_masks, grid_size, p, (h, w), seed=seed, device=x.device)
 
     sal = torch.zeros(n, h * w, device=x.device)
+    score_sum = torch.zeros(n, device=x.device)
+    mask_sum = torch.zeros(h * w, device=x.device)
     batches = [slice(s, min(s + batch_size, n_masks)) for s in range(0, n_masks, batch_size)]
     for sl in _progress(batches, enabled=progress, desc="rise"):
         m = masks[sl]  # (B, H, W)
         flat = m.reshape(len(m), -1)
+        mask_sum += flat.sum(0)
         for i in range(n):
-            scores = batched_scores(forward, x[i] * m[:, None].to(x.dtype), y[i], batch_size)
+            scores = batched_scores(forward, perturb(x[i : i + 1], m[:, None].to(x.dtype)), y[i], batch_size)
             sal[i] += scores @ flat
+            score_sum[i] += scores.sum()
+    if center:  # sum_m (f_m - mean f) M_m = sum_m f_m M_m - mean f * sum_m M_m
+        sal -= (score_sum / n_masks)[:, None] * mask_sum[None]
     maps = (sal / (n_masks * p)).view(n, h, w)
     if not upsample:
         maps = F.adaptive_avg_pool2d(maps[:, None], grid_size)[:, 0]

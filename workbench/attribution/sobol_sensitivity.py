@@ -26,17 +26,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from workbench._core.progress import progress as _progress
-from workbench.attribution._base import Forward, finite_maps, perturbed_scores, prepare, upsample_grid
+from workbench.attribution._base import Forward, finite_maps, prepare, upsample_grid
+from workbench.attribution.perturbations import (
+    Perturbation,
+    check_grid,
+    masked_scores,
+    resolve_perturbation,
+)
 from workbench.attribution.registry import register
 from workbench.attribution.sampling import SamplerFn, resolve_sampler, sample
 from workbench.models.model import Model
 
 Estimator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-Perturbation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # ----------------------------------------------------------------------------------------------------------
 # Design
@@ -203,131 +206,6 @@ def total_indices(
     f = f.detach().to("cpu", torch.float64)  # N (d + 2) numbers: float64 on the CPU (MPS lacks float64)
     out = resolve_estimator(estimator)(*split_scores(f, nb_design, d))
     return finite_maps(torch.as_tensor(out, dtype=torch.float64).reshape(d))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Perturbations: fn(x (1, C, H, W), masks (B, 1, H, W) in [0, 1]) -> (B, C, H, W)
-# ----------------------------------------------------------------------------------------------------------
-
-
-def inpainting(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """``x * M``: each cell fades toward a black (zero) baseline as its mask value goes to 0."""
-    return x * masks
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(3.0 * sigma + 0.5))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-(t**2) / (2.0 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def blurring(x: torch.Tensor, masks: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
-    """``x * M + blur(x) * (1 - M)``: each cell fades toward a Gaussian-blurred copy of the image.
-
-    ``sigma`` is the blur's standard deviation in pixels; by default ``max(H, W) / 22.4`` (10 px at
-    224 px, Xplique's blur size). Borders are padded by replication.
-    """
-    sigma = max(x.shape[-2:]) / 22.4 if sigma is None else float(sigma)
-    if sigma <= 0:
-        raise ValueError(f"perturbation_size: the blur sigma must be > 0 pixels, got {sigma}")
-    return x * masks + _gaussian_blur(x, sigma) * (1.0 - masks)
-
-
-def amplitude(x: torch.Tensor, masks: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
-    """Scale each pixel's deviation from the image's channel mean by ``1 + sigma (2 M - 1)``.
-
-    ``x' = c + (x - c) (1 + sigma (2M - 1))`` with ``c`` the per-channel mean of ``x`` and ``sigma = 1``
-    by default: ``M = 0`` flattens a cell to the mean colour, ``M = 1/2`` leaves it unchanged and ``M = 1``
-    doubles its contrast. The result is clipped to ``[min(0, x.min()), max(1, x.max())]`` so pixel-space
-    images stay in [0, 1].
-
-    Xplique's docstring and code disagree on this perturbation; its code computes
-    ``x * (M - 0.5) * sigma``, which flips the sign of the image for ``M < 1/2``, is zero at ``M = 1/2``
-    and leaves pixel space. We implement a modulation of the amplitude around the image instead, so
-    ``"amplitude"`` here does not reproduce Xplique's numbers.
-    """
-    sigma = 1.0 if sigma is None else float(sigma)
-    c = x.mean(dim=(-2, -1), keepdim=True)
-    lo, hi = min(0.0, float(x.min())), max(1.0, float(x.max()))
-    return (c + (x - c) * (1.0 + sigma * (2.0 * masks - 1.0))).clamp(lo, hi)
-
-
-PERTURBATIONS: dict[str, Callable[..., torch.Tensor]] = {
-    "inpainting": inpainting,
-    "blurring": blurring,
-    "amplitude": amplitude,
-}
-
-
-def resolve_perturbation(
-    perturbation: str | Perturbation, perturbation_size: float | None = None
-) -> Perturbation:
-    """``fn(x, masks)`` for a name (``perturbation_size`` bound: the blur sigma or the amplitude sigma).
-
-    A callable is returned as it is (``perturbation_size`` is then ignored).
-    """
-    if callable(perturbation):
-        return perturbation
-    if perturbation not in PERTURBATIONS:
-        raise ValueError(
-            f"perturbation: unknown perturbation {perturbation!r}; valid: {sorted(PERTURBATIONS)} or a callable"
-        )
-    fn = PERTURBATIONS[perturbation]
-    if perturbation == "inpainting":
-        return fn
-    if perturbation_size is not None and float(perturbation_size) <= 0:
-        raise ValueError(f"perturbation_size: expected a positive number, got {perturbation_size}")
-    return lambda x, masks: fn(x, masks, perturbation_size)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The method
-# ----------------------------------------------------------------------------------------------------------
-
-
-def check_grid(grid_size: int, size: tuple[int, int]) -> int:
-    """Validate ``grid_size`` (an integer in [2, min(H, W)]) and return it as an int."""
-    if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 2:
-        raise ValueError(f"grid_size: expected an integer >= 2, got {grid_size!r}")
-    if grid_size > min(size):
-        raise ValueError(f"grid_size: expected at most the image side {min(size)}, got {grid_size}")
-    return grid_size
-
-
-def masked_scores(
-    forward: Forward,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    masks: torch.Tensor,
-    perturb: Perturbation,
-    batch_size: int,
-    progress: bool = False,
-    desc: str | None = None,
-) -> torch.Tensor:
-    """Scores (N, P) of the ``P`` grid masks (P, g, g) applied to each of the ``N`` images.
-
-    Images are handled one at a time (the outer loop); for each, :func:`perturbed_scores` builds the
-    perturbed batch lazily from ``masks[sl]`` (nearest upsampling, then ``perturb``) on the model's
-    device, so at most ``batch_size`` perturbed images exist at once and no Python loop runs over masks.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    n_img, _, h, w = x.shape
-    masks = masks.to(device=x.device, dtype=x.dtype).unsqueeze(1)  # (P, 1, g, g)
-    out = torch.empty(n_img, len(masks), device=x.device)
-    for i in _progress(range(n_img), enabled=progress, desc=desc, total=n_img):
-        xi = x[i : i + 1]
-
-        def make_inputs(sl: slice, xi: torch.Tensor = xi) -> torch.Tensor:
-            return perturb(xi, F.interpolate(masks[sl], size=(h, w), mode="nearest"))
-
-        out[i] = perturbed_scores(forward, make_inputs, len(masks), y[i], batch_size, x.device)
-    return out
 
 
 @register("sobol")

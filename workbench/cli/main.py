@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("batch_size", int),
         ("lr", float),
         ("seed", int),
+        ("occlusion", float),
     ):
         train.add_argument(f"--{key.replace('_', '-')}", dest=key, type=typ, default=None)
     zoo.set_defaults(func=_cmd_zoo)

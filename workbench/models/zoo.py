@@ -30,7 +30,10 @@ class ZooEntry:
     data: dict = field(default_factory=dict)
     description: str = ""
     recipe: dict = field(default_factory=dict)  # overrides of the training recipe's defaults
-    stem: str = "patch"  # "conv": the ViT's patchify conv replaced by a small conv stem, same token grid
+    # "conv": the ViT's patchify conv replaced by a small conv stem, same token grid;
+    # "stride4": a ResNet at output stride 4 without dilation (stem max-pool removed, layer3 and
+    # layer4 at stride 1)
+    stem: str = "patch"
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -43,6 +46,17 @@ ZOO: dict[str, ZooEntry] = {
             {"output_stride": 8},
             {"rule": "shape"},
             "Small CNN (timm test_resnet, output stride 8) classifying the shape of the object.",
+        ),
+        ZooEntry(
+            "resnet_textures",
+            "test_resnet",
+            {},
+            {"rule": "texture"},
+            "Small CNN (timm test_resnet at output stride 4 without dilation) classifying the texture"
+            " of the object, trained with random occlusions: its evidence lies inside the object mask, the"
+            " ground truth of the localization tests.",
+            {"occlusion": 0.5, "epochs": 10},
+            stem="stride4",
         ),
         ZooEntry(
             "vit_shapes",
@@ -73,6 +87,15 @@ def build_zoo_net(name: str, num_classes: int) -> nn.Module:
     net = timm.create_model(entry.arch, pretrained=False, num_classes=num_classes, **entry.arch_kwargs)
     if entry.stem == "conv":
         net.patch_embed.proj = conv_stem(net.patch_embed.proj)
+    elif entry.stem == "stride4":
+        # Output stride 4 without the dilations of timm's output_stride argument: the last feature
+        # map has 16x16 cells at 64 px and a receptive field that is a fraction of the image instead
+        # of all of it, so class activation maps can stay on the object.
+        net.maxpool = nn.Identity()
+        net.layer3[0].conv2.stride = (1, 1)
+        net.layer3[0].downsample[0] = nn.Identity()
+        net.layer4[0].conv1.stride = (1, 1)
+        net.layer4[0].downsample[0] = nn.Identity()
     return net
 
 

@@ -12,6 +12,7 @@ from workbench._core.batching import iter_batches
 from workbench._core.progress import progress as _progress
 from workbench._core.validation import check_images, check_targets
 from workbench.models.model import Model
+from workbench.training.occlusion_augment import random_occlusion
 
 
 @dataclass
@@ -32,6 +33,7 @@ def train_classifier(
     weight_decay: float = 0.05,
     seed: int = 0,
     hflip: bool = True,
+    occlusion: float = 0.0,
     progress: bool = True,
 ) -> TrainHistory:
     """Train ``model`` in place with AdamW and a cosine schedule; return the history.
@@ -39,9 +41,14 @@ def train_classifier(
     The model is put in train mode for the loop and back in eval mode at the end, so the caller
     gets the model in the state it uses for analysis. Shuffling and augmentation draw from a
     generator seeded with ``seed``: the same seed gives the same weights on the same device.
+
+    ``occlusion`` is the fraction of each batch that :func:`random_occlusion` masks with black, blur
+    or mean cells, so that perturbation-based attributions probe the model in distribution.
     """
     check_images(images, "images")
     labels = check_targets(labels, len(images), model.num_classes)
+    if not 0.0 <= occlusion <= 1.0:
+        raise ValueError(f"occlusion is a fraction of each batch, in [0, 1]; got {occlusion}")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     torch.manual_seed(seed)  # dropout / drop-path draws inside the network
@@ -67,6 +74,7 @@ def train_classifier(
                 if hflip:
                     flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
                     xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+                xb = random_occlusion(xb, occlusion, gen)
                 logits = model(xb, check=False)
                 loss = loss_fn(logits, yb)
                 opt.zero_grad(set_to_none=True)

@@ -20,7 +20,15 @@ from workbench.models.zoo import WEIGHTS_DIR, ZOO_MEAN, ZOO_STD, _entry, build_z
 from workbench.training.classifier import evaluate_accuracy, train_classifier
 
 IMAGE_SIZE = 64
-DEFAULT_RECIPE = {"n_train": 8000, "n_test": 2000, "epochs": 8, "batch_size": 128, "lr": 3e-3, "seed": 0}
+DEFAULT_RECIPE = {
+    "n_train": 8000,
+    "n_test": 2000,
+    "epochs": 8,
+    "batch_size": 128,
+    "lr": 3e-3,
+    "seed": 0,
+    "occlusion": 0.0,
+}
 TRAIN_SEED_OFFSET, TEST_SEED_OFFSET = 1000, 2000  # disjoint data seeds for train and test sets
 
 
@@ -69,6 +77,7 @@ def train_zoo(
         batch_size=cfg["batch_size"],
         lr=cfg["lr"],
         seed=seed,
+        occlusion=cfg["occlusion"],
         progress=progress,
     )
     train_seconds = time.perf_counter() - start
