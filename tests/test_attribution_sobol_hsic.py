@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from workbench.attribution import hsic_dependence as hsic_mod
+from workbench.attribution import perturbations as perturbations_mod
 from workbench.attribution import sampling
-from workbench.attribution import sobol_sensitivity as sobol_mod
 from workbench.attribution.hsic_dependence import (
     center_gram,
     hsic,
@@ -238,14 +238,14 @@ def test_sobol_swappable_callables():
 def test_perturbations():
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     ones, zeros, half = (torch.full((1, 1, 16, 16), v) for v in (1.0, 0.0, 0.5))
-    torch.testing.assert_close(sobol_mod.inpainting(x, zeros), torch.zeros_like(x))
-    torch.testing.assert_close(sobol_mod.blurring(x, ones), x)
-    blurred = sobol_mod.blurring(x, zeros)
+    torch.testing.assert_close(perturbations_mod.inpainting(x, zeros), torch.zeros_like(x))
+    torch.testing.assert_close(perturbations_mod.blurring(x, ones), x)
+    blurred = perturbations_mod.blurring(x, zeros)
     assert blurred.std() < x.std() / 2  # a blurred copy, smoother than x
-    torch.testing.assert_close(sobol_mod.amplitude(x, half), x)  # M = 1/2 leaves the image unchanged
-    flat = sobol_mod.amplitude(x, zeros)  # M = 0 flattens to the channel means
+    torch.testing.assert_close(perturbations_mod.amplitude(x, half), x)  # M = 1/2 leaves the image unchanged
+    flat = perturbations_mod.amplitude(x, zeros)  # M = 0 flattens to the channel means
     torch.testing.assert_close(flat, x.mean((2, 3), keepdim=True).expand_as(x))
-    boosted = sobol_mod.amplitude(x, ones)
+    boosted = perturbations_mod.amplitude(x, ones)
     assert boosted.min() >= 0 and boosted.max() <= 1 and boosted.std() > x.std()
 
 

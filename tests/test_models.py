@@ -158,12 +158,26 @@ def test_bad_images_are_refused(x, match):
         model(x)
 
 
-def test_list_zoo_has_three_models_with_cards():
+def test_list_zoo_has_every_model_with_a_card():
     zoo = list_zoo()
-    assert {"resnet_shapes", "vit_shapes", "resnet_shapes_shortcut"} <= set(zoo)
+    assert {"resnet_shapes", "resnet_textures", "vit_shapes", "resnet_shapes_shortcut"} <= set(zoo)
     for card in zoo.values():
         assert card.get("accuracy"), "zoo weights must ship with a card"
         assert {"data", "training_command", "recipe", "labels"} <= set(card)
+
+
+def test_texture_cnn_reads_textures_and_ignores_black():
+    """resnet_textures: 4 texture classes, output stride 4 without dilation (16x16 last map), and,
+    trained with random occlusions, no opinion on an all-black image (max probability < 0.6)."""
+    from workbench.data import planted_shapes
+
+    model = load_model("zoo:resnet_textures")
+    data = planted_shapes(64, size=64, seed=77, rule="texture")
+    with torch.no_grad():
+        acc = (model(data.images).argmax(1) == data.labels).float().mean().item()
+        black = model(torch.zeros(1, 3, 64, 64)).softmax(1)
+    assert acc >= 0.95 and float(black.max()) < 0.6, (acc, black)
+    assert model.net.forward_features(torch.rand(1, 3, 64, 64)).shape[-1] == 16
 
 
 def test_zoo_models_load_offline_and_are_accurate(shapes_small):

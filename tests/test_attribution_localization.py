@@ -1,0 +1,71 @@
+"""Ground truth for localization: every method's energy inside the planted object, 64 images.
+
+The model is ``zoo:resnet_textures``: it classifies the *texture* of the object, which is only visible
+inside the object mask, and it was trained with random black/blur/mean occlusions, so masking a
+background cell is in distribution and moves its score little (an all-black image gets a near-uniform
+softmax). Its evidence is therefore inside the mask, which makes the mask a ground truth for "where".
+For the shape CNN (``zoo:resnet_shapes``) the evidence is the contour, which straddles the mask, and
+no cell-level map can put much more than half its mass strictly inside (see the closing note of the
+attribution issue for its figures).
+
+Energy = positive mass inside the mask / total positive mass, per image, averaged. A uniform map scores
+the mask's area (about 0.16); the best grid-8 map (each cell's object fraction, upsampled bicubically)
+scores about 0.77. Threshold 0.6 for Sobol, HSIC, RISE and Grad-CAM, as the issue asks.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench.attribution as A
+
+# Budgets: the reference defaults, except RISE (1,000 masks instead of 4,000) and KernelSHAP (256
+# coalitions instead of 800), cut to keep this test within a few CPU minutes; both estimators are
+# unbiased Monte-Carlo averages, so fewer samples add noise, not bias.
+METHODS = {
+    "saliency": {},
+    "gradient_input": {},
+    "integrated_gradients": {},
+    "smoothgrad": {},
+    "gradcam": {},
+    "gradcam_pp": {},
+    "occlusion": {"patch_size": 8, "stride": 8},
+    "rise": {"n_masks": 1000},
+    "lime": {},
+    "kernel_shap": {"n_samples": 256},
+    "sobol": {},
+    "hsic": {},
+}
+REQUIRED = ("sobol", "hsic", "rise", "gradcam")
+
+
+def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    pos = maps.clamp(min=0)
+    return (pos * masks).sum((1, 2)) / pos.sum((1, 2)).clamp_min(1e-12)
+
+
+@pytest.mark.slow
+def test_energy_in_object_mask_over_64_images():
+    from workbench.data import planted_shapes
+    from workbench.models import load_model
+
+    torch.manual_seed(0)
+    model = load_model("zoo:resnet_textures")
+    data = planted_shapes(64, size=64, seed=5000, rule="texture")  # a seed no zoo model trained on
+    x, y, masks = data.images, data.labels, data.object_masks.float()
+    table = {}
+    for name, params in METHODS.items():
+        kw = dict(params)
+        if "batch_size" in A.get_method(name).__code__.co_varnames:
+            kw.setdefault("batch_size", 256)
+        maps = A.get_method(name)(model, x, y, **kw)
+        assert maps.shape == (64, 64, 64) and torch.isfinite(maps).all(), name
+        table[name] = float(energy_in_mask(maps, masks).mean())
+    area = float(masks.mean())
+    print(f"\nenergy in the object mask, zoo:resnet_textures, 64 images (uniform map: {area:.3f})")
+    for name, e in table.items():
+        print(f"  {name:22s} {e:.3f}{'  (required >= 0.6)' if name in REQUIRED else ''}")
+    for name in REQUIRED:
+        assert table[name] >= 0.6, (name, table)
+    assert all(e > area for e in table.values()), table
