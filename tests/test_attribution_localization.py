@@ -11,6 +11,10 @@ attribution issue for its figures).
 Energy = positive mass inside the mask / total positive mass, per image, averaged. A uniform map scores
 the mask's area (about 0.16); the best grid-8 map (each cell's object fraction, upsampled bicubically)
 scores about 0.77. Threshold 0.6 for Sobol, HSIC, RISE and Grad-CAM, as the issue asks.
+
+Measured (seed 5000, 2 CPU cores, about 10 minutes): saliency 0.533, gradient_input 0.615,
+integrated_gradients 0.727, smoothgrad 0.342, gradcam 0.673, gradcam_pp 0.657, occlusion 0.711,
+rise 0.624, lime 0.581, kernel_shap 0.623, sobol 0.836, hsic 0.698; uniform map 0.156.
 """
 
 from __future__ import annotations
