@@ -116,26 +116,14 @@ def captum_rows(model, x, y, batch_size: int, full: bool, repeats: int) -> list[
     per_eval = max(1, batch_size // n)
     segments = grid_segments(h, x.shape[-1], 8, x.device)  # (H, W) integer cell ids, as ours uses
 
-    def captum_lime():
-        return [
-            Lime(forward).attribute(
+    def captum_per_image(cls, n_samples: int):
+        # Captum's LIME and KernelSHAP fit one surrogate per example: one image per call
+        return lambda: [
+            cls(forward).attribute(
                 x[i : i + 1],
                 target=int(y[i]),
                 feature_mask=segments[None, None].expand(1, c, h, h),
-                n_samples=samples["lime"],
-                perturbations_per_eval=batch_size,
-                baselines=0.0,
-            )
-            for i in range(n)
-        ]
-
-    def captum_kernel_shap():
-        return [
-            KernelShap(forward).attribute(
-                x[i : i + 1],
-                target=int(y[i]),
-                feature_mask=segments[None, None].expand(1, c, h, h),
-                n_samples=samples["kernel_shap"],
+                n_samples=n_samples,
                 perturbations_per_eval=batch_size,
                 baselines=0.0,
             )
@@ -178,11 +166,11 @@ def captum_rows(model, x, y, batch_size: int, full: bool, repeats: int) -> list[
         ),
         "lime": (
             lambda: A.lime(model, x, y, n_samples=samples["lime"], batch_size=batch_size),
-            captum_lime,
+            captum_per_image(Lime, samples["lime"]),
         ),
         "kernel_shap": (
             lambda: A.kernel_shap(model, x, y, n_samples=samples["kernel_shap"], batch_size=batch_size),
-            captum_kernel_shap,
+            captum_per_image(KernelShap, samples["kernel_shap"]),
         ),
     }
     log = BatchLog(model.net)

@@ -5,8 +5,7 @@ replace parts of an image by black, a blur or the mean, and read how the score m
 that never saw such images reacts to the perturbation itself: our first zoo CNN called an all-black
 image "triangle" with probability 0.9998, so black cells anywhere moved its score and the maps
 spread over the background. Training with the same kind of masks makes them in distribution
-(the remedy of ROAR, Hooker et al., NeurIPS 2019, and of "Sanity Simulations", Fel et al. 2021):
-the score then moves when the evidence is hidden, not when the background changes.
+(as ROAR retrains on images with pixels removed, Hooker et al., NeurIPS 2019): the score then moves when the evidence is hidden, not when the background changes.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from workbench._core.filters import gaussian_blur
+from workbench.attribution.perturbations import blurring, inpainting
 
 GRIDS = (2, 3, 4, 6, 7, 8, 11)  # covers RISE (7), Sobol/HSIC (8) and coarser/finer blocks
 FILLS = ("black", "black", "blur", "mean")  # black twice: the default baseline of most methods
@@ -58,11 +57,12 @@ def random_occlusion(x: torch.Tensor, p: float, generator: torch.Generator) -> t
         mask = up[:, :, dy : dy + h, dx : dx + w]
     else:
         mask = F.interpolate(cells, size=((g + 1) * ch, (g + 1) * cw), mode="nearest")[:, :, :h, :w]
+    # black and blur are the attribution perturbations themselves (Sobol/HSIC/RISE "inpainting" and
+    # "blurring"); the mean colour fill has no twin there ("amplitude" also boosts kept cells)
     if fill == "black":
-        background = torch.zeros_like(x)
+        occluded = inpainting(x, mask)
     elif fill == "blur":
-        background = gaussian_blur(x, sigma=max(h, w) / 16)
+        occluded = blurring(x, mask, sigma=max(h, w) / 16)
     else:
-        background = x.mean((2, 3), keepdim=True).expand_as(x)
-    occluded = x * mask + background * (1 - mask)
+        occluded = x * mask + x.mean((2, 3), keepdim=True) * (1 - mask)
     return torch.where(choose[:, None, None, None], occluded, x)
