@@ -7,12 +7,9 @@ improves white-box explanations", 2023 (arXiv:2307.09591; first titled "Gradient
   -> |.|``, the pipeline of the paper and of Xplique's ``forgrad``. It does not compute maps, so it is
   not a registered method: apply it to the output of any method.
 - :func:`forgrad_sigma` is the part no library ships: the paper picks sigma per architecture and per
-  method by maximizing fidelity on validation images. Here fidelity is the deletion AUC (lower is
-  better); the maps are computed once, filtered with every sigma of a grid and scored.
-- :func:`deletion_score` is the deletion metric (Petsiuk, Das & Saenko, "RISE", BMVC 2018). It lives
-  here **temporarily**: the attribution issue allows this in-module deletion so that FORGrad can be
-  tuned now; the metrics package will own the single implementation (it moves to
-  ``workbench/metrics`` with the same signature, and this module will then import it from there).
+  method by maximizing fidelity on validation images. Here fidelity is the insertion AUC (default,
+  higher is better) or the deletion AUC (lower is better) of :mod:`workbench.metrics`; the maps are
+  computed once, filtered with every sigma of a grid and scored.
 
 Frequency-radius convention
 ---------------------------
@@ -41,13 +38,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-from workbench._core.batching import iter_batches
-from workbench.attribution._base import Forward, batched_scores, prepare
-from workbench.attribution.gradients import check_baseline
+from workbench.attribution._base import Forward
 from workbench.attribution.registry import get_method
 from workbench.models.model import Model
 
-__all__ = ["ForgradSigma", "default_sigmas", "deletion_score", "forgrad", "forgrad_sigma", "nyquist_radius"]
+__all__ = ["ForgradSigma", "default_sigmas", "forgrad", "forgrad_sigma", "nyquist_radius"]
+
+# fidelity metric -> whether higher is better
+METRICS = {"insertion": True, "deletion": False}
 
 Window = Literal["ideal", "gaussian"]
 WINDOWS = ("ideal", "gaussian")
@@ -135,119 +133,6 @@ def forgrad(maps: torch.Tensor, sigma: float, *, window: Window = "ideal") -> to
     return filtered.abs().to(maps.dtype)
 
 
-# -- deletion (temporary: moves to workbench/metrics) ------------------------------------------------
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    return value
-
-
-def _check_maps(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Maps (N, H, W) or (N, C, H, W) matching x, as (N, H, W) float (channels averaged)."""
-    n, _, h, w = x.shape
-    if not isinstance(maps, torch.Tensor) or maps.ndim not in (3, 4):
-        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
-        raise ValueError(f"maps: expected a tensor (N, H, W) or (N, C, H, W), got {shape}")
-    if maps.shape[0] != n or tuple(maps.shape[-2:]) != (h, w):
-        raise ValueError(
-            f"maps: expected {n} maps of size ({h}, {w}) to match x of shape {tuple(x.shape)}, got shape"
-            f" {tuple(maps.shape)} (upsample grid maps to the image size first)"
-        )
-    maps = maps.detach().to(device=x.device, dtype=torch.float32)
-    if maps.ndim == 4:
-        maps = maps.mean(1)
-    if not bool(torch.isfinite(maps).all()):
-        raise ValueError("maps: contains NaN or infinite values, so the pixel ranking is undefined")
-    return maps
-
-
-def _probabilities(forward: Forward) -> Forward:
-    return lambda b: torch.softmax(forward(b).float(), dim=1)
-
-
-@torch.no_grad()
-def deletion_score(
-    model: Model | nn.Module | Forward,
-    x: torch.Tensor,
-    y: torch.Tensor | int,
-    maps: torch.Tensor,
-    *,
-    steps: int = 10,
-    baseline: float | torch.Tensor = 0.0,
-    max_fraction: float = 1.0,
-    batch_size: int = 64,
-) -> torch.Tensor:
-    """Deletion AUC per image (Petsiuk et al. 2018): remove the most important pixels first.
-
-    Pixels are ranked by the map (channels averaged for (N, C, H, W) maps; ties broken by row-major
-    pixel index, so a constant map deletes from the top row). At step ``i = 0..steps`` the first
-    ``floor(i * m / steps)`` pixels of the ranking, ``m = round(max_fraction * H * W)``, are set to
-    the baseline on **all channels** at once, and the score read is the **softmax probability** of
-    class ``y`` (not the logit: probabilities are bounded, so AUCs compare across images). The AUC is
-    the trapezoid rule over the ``steps + 1`` points with the x axis normalised to [0, 1] (x = i /
-    steps, whatever ``max_fraction``), so it lies in [0, 1]. **Lower is better**: a faithful map
-    makes the probability fall fast.
-
-    Parameters
-    ----------
-    model
-        A workbench Model (pixel-space input), an ``nn.Module`` or a callable (N, C, H, W) -> (N, K)
-        logits; the softmax is taken here.
-    x
-        Images (N, C, H, W); in [0, 1] for a workbench Model. Never modified.
-    y
-        Target classes (N,) or one int for all images.
-    maps
-        (N, H, W) or (N, C, H, W) attribution maps at the image size; higher means more important.
-        Signed maps are ranked by value (not magnitude): pass ``maps.abs()`` to rank by magnitude.
-    steps
-        Number of equal chunks (default 10, as Xplique); ``steps + 1`` points per curve.
-    baseline
-        The value of a removed pixel: a number (default 0.0, black in pixel space) or a tensor of
-        shape (), (C, 1, 1), (1, C, 1, 1), (C, H, W), (1, C, H, W) or (N, C, H, W); in [0, 1] for a
-        workbench Model.
-    max_fraction
-        Fraction of the pixels removed at the last step, in (0, 1] (default 1: the whole image).
-    batch_size
-        Perturbed images per forward pass. The ``N * (steps + 1)`` perturbed images are built lazily,
-        one batch at a time on the model's device (a batch mixes images and steps).
-
-    Returns
-    -------
-    torch.Tensor
-        (N,) float32 AUCs in [0, 1], on the model's device.
-    """
-    steps = _positive_int(steps, "steps")
-    batch_size = _positive_int(batch_size, "batch_size")
-    if (
-        isinstance(max_fraction, bool)
-        or not isinstance(max_fraction, int | float)
-        or not 0 < max_fraction <= 1
-    ):
-        raise ValueError(f"max_fraction: expected a fraction in (0, 1], got {max_fraction!r}")
-    forward, x, y = prepare(model, x, y)
-    maps = _check_maps(maps, x)
-    base = check_baseline(baseline, x, pixel_range=isinstance(model, Model))
-    n, _, h, w = x.shape
-    n_pixels = h * w
-    removed_total = round(max_fraction * n_pixels)
-    counts = torch.arange(steps + 1, device=x.device) * removed_total // steps  # pixels removed per step
-    order = torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)  # rank[i, p]: position of pixel p in image i's ranking
-    rank.scatter_(1, order, torch.arange(n_pixels, device=x.device).expand(n, -1))
-    prob = _probabilities(forward)
-    points = steps + 1
-    scores = torch.empty(n * points, device=x.device)
-    for sl in iter_batches(n * points, batch_size):
-        k = torch.arange(sl.start, sl.stop, device=x.device)
-        img, step = k // points, k % points
-        removed = (rank[img] < counts[step][:, None]).view(-1, 1, h, w)
-        inputs = torch.where(removed, base[img], x[img])
-        scores[sl] = batched_scores(prob, inputs, y[img], batch_size)
-    curves = scores.view(n, points)
-    return ((curves[:, :-1] + curves[:, 1:]).sum(1) / (2 * steps)).float()
-
-
 # -- choosing sigma ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ForgradSigma:
@@ -256,28 +141,37 @@ class ForgradSigma:
     Attributes
     ----------
     sigma : float
-        The sigma of the grid with the lowest mean deletion AUC (ties: the smallest sigma).
+        The sigma of the grid with the best mean score (ties: the smallest sigma).
     sigmas : tuple[float, ...]
         The grid, in increasing order.
     scores : tuple[float, ...]
-        Mean deletion AUC over the validation images for each sigma (lower is better).
+        Mean AUC of the metric over the validation images for each sigma.
     unfiltered_score : float
-        Mean deletion AUC of the raw maps (no filter, not even ``|.|``), for comparison.
+        Mean AUC of the raw maps (no filter, not even ``|.|``), for comparison.
+    metric : str
+        "insertion" (higher is better) or "deletion" (lower is better).
     """
 
     sigma: float
     sigmas: tuple[float, ...]
     scores: tuple[float, ...]
     unfiltered_score: float
+    metric: str = "insertion"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric]
 
     @property
     def best_score(self) -> float:
-        """Mean deletion AUC at the chosen sigma."""
+        """Mean AUC at the chosen sigma."""
         return self.scores[self.sigmas.index(self.sigma)]
 
     @property
     def improves(self) -> bool:
-        """Whether the filtered maps beat the raw maps (a strictly lower deletion AUC)."""
+        """Whether the filtered maps strictly beat the raw maps on the metric."""
+        if self.higher_is_better:
+            return self.best_score > self.unfiltered_score
         return self.best_score < self.unfiltered_score
 
 
@@ -308,18 +202,26 @@ def forgrad_sigma(
     y: torch.Tensor | int,
     *,
     sigmas: Sequence[float] | None = None,
-    metric: str = "deletion",
+    metric: str = "insertion",
     batch_size: int = 64,
     window: Window = "ideal",
     metric_params: dict | None = None,
     **method_params,
 ) -> ForgradSigma:
-    """Choose the FORGrad cutoff of a method on validation images by deletion fidelity (the paper's
-    procedure: sigma per architecture and method, maximizing fidelity).
+    """Choose the FORGrad cutoff of a method on validation images by fidelity (the paper's procedure:
+    sigma per architecture and method, maximizing fidelity).
 
     The maps are computed **once** (``method(model, x, y, **method_params)``), filtered with every
-    sigma of the grid by :func:`forgrad`, and each filtered set is scored by :func:`deletion_score`;
-    the sigma with the lowest mean AUC over the images wins. Cost: one run of the method plus
+    sigma of the grid by :func:`forgrad`, and each filtered set is scored by
+    :func:`workbench.metrics.insertion` (default: the highest mean AUC wins) or
+    :func:`workbench.metrics.deletion` (the lowest wins).
+
+    Insertion is the default because deletion with a constant baseline rewards *scattered*
+    high-frequency rankings: blacking out isolated pixels all over an object destroys a small CNN's
+    evidence faster than removing the object region by region, so deletion tends to prefer the raw
+    gradient over any low-pass version of it (measured on the zoo CNNs, see notebook
+    ``12_forgrad``). Insertion asks the opposite question (which pixels *restore* the score), which
+    a scattered ranking cannot game. Cost: one run of the method plus
     ``(len(sigmas) + 1) * N * (steps + 1)`` forward passes, ``batch_size`` at a time.
 
     Parameters
@@ -335,14 +237,14 @@ def forgrad_sigma(
         The cutoffs to try, in cycles per image (see :func:`forgrad`); default
         :func:`default_sigmas` of the image size (8 values, geometric from 1 to ``min(H, W) / 2``).
     metric
-        Only "deletion" for now (lower is better).
+        "insertion" (default, higher is better) or "deletion" (lower is better).
     batch_size
         Forward passes of the metric; also passed to the method when it accepts ``batch_size`` and
         ``method_params`` does not set it.
     window
         The filter window, as in :func:`forgrad`.
     metric_params
-        Extra keywords of :func:`deletion_score` (``steps``, ``baseline``, ``max_fraction``); a dict so
+        Extra keywords of the metric (``steps``, ``baseline``, ``max_fraction``, ``score``); a dict so
         they never clash with the method's own parameters (integrated gradients has ``steps`` too).
     **method_params
         Parameters of the method.
@@ -352,8 +254,8 @@ def forgrad_sigma(
     ForgradSigma
         The chosen sigma, the grid, the mean score per sigma and the score of the raw maps.
     """
-    if metric != "deletion":
-        raise ValueError(f"metric: only 'deletion' is implemented, got {metric!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric: expected one of {sorted(METRICS)}, got {metric!r}")
     if window not in WINDOWS:
         raise ValueError(f"window: expected one of {WINDOWS}, got {window!r}")
     fn = get_method(method) if isinstance(method, str) else method
@@ -366,10 +268,10 @@ def forgrad_sigma(
         if not grid:
             raise ValueError("sigmas: expected at least one cutoff")
     metric_params = dict(metric_params or {})
-    unknown = set(metric_params) - {"steps", "baseline", "max_fraction"}
+    unknown = set(metric_params) - {"steps", "baseline", "max_fraction", "score"}
     if unknown:
         raise TypeError(
-            f"metric_params: unknown keys {sorted(unknown)}; valid: steps, baseline, max_fraction"
+            f"metric_params: unknown keys {sorted(unknown)}; valid: steps, baseline, max_fraction, score"
         )
     if "batch_size" not in method_params and _accepts(fn, "batch_size"):
         method_params["batch_size"] = batch_size
@@ -382,10 +284,17 @@ def forgrad_sigma(
         )
     maps = maps.detach()
 
+    from workbench.metrics import causal_fidelity  # the metrics package imports attribution helpers
+
+    walk = getattr(causal_fidelity, metric)
+    sign = -1.0 if METRICS[metric] else 1.0  # minimise sign * score
+
     def score(m: torch.Tensor) -> float:
-        return float(deletion_score(model, x, y, m, batch_size=batch_size, **metric_params).mean())
+        return float(walk(model, x, y, m, batch_size=batch_size, **metric_params).auc.mean())
 
     unfiltered = score(maps)
     scores = tuple(score(forgrad(maps, s, window=window)) for s in grid)
-    best = min(range(len(grid)), key=lambda i: (scores[i], grid[i]))
-    return ForgradSigma(sigma=grid[best], sigmas=grid, scores=scores, unfiltered_score=unfiltered)
+    best = min(range(len(grid)), key=lambda i: (sign * scores[i], grid[i]))
+    return ForgradSigma(
+        sigma=grid[best], sigmas=grid, scores=scores, unfiltered_score=unfiltered, metric=metric
+    )

@@ -24,6 +24,7 @@ from torch import nn
 from workbench._core.batching import iter_batches
 from workbench._core.progress import progress as _progress
 from workbench._core.seeding import make_generator
+from workbench._core.validation import check_baseline
 from workbench.attribution._base import (
     REDUCTIONS,
     Forward,
@@ -183,48 +184,6 @@ def gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """
     nodes, weights = np.polynomial.legendre.leggauss(steps)
     return torch.from_numpy(0.5 * (nodes + 1.0)), torch.from_numpy(0.5 * weights)
-
-
-def check_baseline(baseline: float | torch.Tensor, x: torch.Tensor, pixel_range: bool) -> torch.Tensor:
-    """A baseline as a tensor broadcastable to ``x`` (expanded, not copied), or a clear error.
-
-    Accepted: a number, a 0-d tensor, (C, 1, 1), (1, C, 1, 1), (C, H, W), (1, C, H, W) or
-    (N, C, H, W). Any other shape is refused rather than broadcast silently.
-    """
-    n, c, h, w = x.shape
-    if isinstance(baseline, bool):
-        raise ValueError(f"baseline: expected a float or a tensor, got {baseline!r}")
-    if isinstance(baseline, (int, float, np.floating, np.integer)):
-        base = torch.tensor(float(baseline)).view(1, 1, 1, 1)
-    elif isinstance(baseline, torch.Tensor):
-        shape = tuple(baseline.shape)
-        if shape == ():
-            base = baseline.view(1, 1, 1, 1)
-        elif shape == (c, 1, 1) or shape == (c, h, w):
-            base = baseline[None]
-        elif shape in ((1, c, 1, 1), (1, c, h, w), (n, c, h, w)):
-            base = baseline
-        else:
-            raise ValueError(
-                f"baseline: expected a float or a tensor of shape (), ({c}, 1, 1), (1, {c}, 1, 1),"
-                f" ({c}, {h}, {w}), (1, {c}, {h}, {w}) or ({n}, {c}, {h}, {w}) to match x of shape"
-                f" {tuple(x.shape)}; got shape {shape}"
-            )
-        if base.is_complex():
-            raise ValueError(f"baseline: expected a real tensor, got dtype {base.dtype}")
-    else:
-        raise ValueError(f"baseline: expected a float or a tensor, got {type(baseline).__name__}")
-    base = base.detach().to(device=x.device, dtype=x.dtype)
-    if not bool(torch.isfinite(base).all()):
-        raise ValueError("baseline: contains NaN or infinite values")
-    if pixel_range:
-        lo, hi = float(base.min()), float(base.max())
-        if lo < -1e-6 or hi > 1 + 1e-6:
-            raise ValueError(
-                f"baseline: expected pixel values in [0, 1] (the Model normalizes inside), got values"
-                f" in [{lo:.4g}, {hi:.4g}]"
-            )
-    return base.expand(n, c, h, w)
 
 
 @register("integrated_gradients")

@@ -1,0 +1,49 @@
+"""The import rules of DESIGN.md, checked on the source: imports point down only.
+
+- ``_core`` imports no other workbench package; ``models`` never imports ``data``;
+- ``metrics`` imports nothing above ``models`` and ``data`` (so methods may tune with it, as FORGrad does);
+- only ``widgets`` imports the UI packages.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
+ALLOWED = {
+    "_core": {"_core"},
+    "models": {"_core", "models"},
+    "data": {"_core", "models", "data"},
+    "metrics": {"_core", "models", "data", "metrics"},
+}
+UI = {"panel", "holoviews", "bokeh", "ipywidgets"}
+
+
+def imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_imports_point_down(layer):
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
+        for name in imports(path):
+            parts = name.split(".")
+            if parts[0] == "workbench" and len(parts) > 1:
+                assert parts[1] in ALLOWED[layer], f"{path.relative_to(PACKAGE)} imports {name}"
+
+
+def test_only_widgets_import_ui_packages():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "widgets" in path.relative_to(PACKAGE).parts:
+            continue
+        ui = {n for n in imports(path) if n.split(".")[0] in UI}
+        assert not ui, f"{path.relative_to(PACKAGE)} imports {sorted(ui)}"

@@ -1,0 +1,218 @@
+"""Deletion and insertion: the causal fidelity curves of an attribution map.
+
+Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC
+2018 (the two metrics); Xplique's ``Deletion`` / ``Insertion`` (CausalFidelity) fix the defaults used
+here: 10 steps, baseline 0, pixels ranked by the map with channels averaged.
+
+**Deletion** removes the most important pixels first (they take the baseline's value) and reads the
+score after each chunk: a faithful map makes the score fall fast, so **lower is better**.
+**Insertion** starts from the baseline image and puts the most important pixels back first: the score
+should rise fast, so **higher is better**. The two are the same walk between ``x`` and the baseline
+image, run in opposite directions, and share one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from workbench._core.batching import iter_batches
+from workbench._core.validation import check_baseline
+from workbench.models.model import Model
+from workbench.models.scoring import Forward, batched_scores, prepare
+
+__all__ = ["CausalFidelity", "deletion", "insertion"]
+
+Baseline = float | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+SCORES = ("probability", "logit")
+
+
+@dataclass(frozen=True)
+class CausalFidelity:
+    """The result of :func:`deletion` or :func:`insertion`.
+
+    Attributes
+    ----------
+    auc : torch.Tensor
+        (N,) area under each curve, trapezoid rule with the x axis normalised to [0, 1].
+    curve : torch.Tensor
+        (N, steps + 1) score of the target class after 0, 1, ..., steps chunks.
+    fractions : torch.Tensor
+        (steps + 1,) fraction of the pixels removed (deletion) or inserted (insertion) at each point.
+    """
+
+    auc: torch.Tensor
+    curve: torch.Tensor
+    fractions: torch.Tensor
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    return value
+
+
+def check_maps(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Maps (N, H, W) or (N, C, H, W) matching ``x``, as detached (N, H, W) float32 (channels averaged)."""
+    n, _, h, w = x.shape
+    if not isinstance(maps, torch.Tensor) or maps.ndim not in (3, 4):
+        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise ValueError(f"maps: expected a tensor (N, H, W) or (N, C, H, W), got {shape}")
+    if maps.shape[0] != n or tuple(maps.shape[-2:]) != (h, w):
+        raise ValueError(
+            f"maps: expected {n} maps of size ({h}, {w}) to match x of shape {tuple(x.shape)}, got shape"
+            f" {tuple(maps.shape)} (upsample grid maps to the image size first)"
+        )
+    if maps.is_complex():
+        raise ValueError(f"maps: expected real values, got dtype {maps.dtype}")
+    maps = maps.detach().to(device=x.device, dtype=torch.float32)
+    if maps.ndim == 4:
+        maps = maps.mean(1)
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("maps: contains NaN or infinite values, so the pixel ranking is undefined")
+    return maps
+
+
+def resolve_baseline(baseline: Baseline, x: torch.Tensor, pixel_range: bool) -> torch.Tensor:
+    """The baseline image (N, C, H, W) (possibly an expanded view): a number, a tensor, or a callable
+    ``baseline(x) -> tensor`` (for instance a blur of ``x``) whose output is checked like a tensor."""
+    if callable(baseline) and not isinstance(baseline, torch.Tensor):
+        with torch.inference_mode():
+            made = baseline(x.clone())  # a copy: a callable that writes in place cannot touch x
+        if not isinstance(made, torch.Tensor):
+            raise ValueError(f"baseline: the callable must return a tensor, got {type(made).__name__}")
+        baseline = made
+    return check_baseline(baseline, x, pixel_range=pixel_range)
+
+
+def _score_fn(forward: Forward, score: str) -> Forward:
+    if score not in SCORES:
+        raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
+    if score == "probability":
+        return lambda b: torch.softmax(forward(b).float(), dim=1)
+    return lambda b: forward(b).float()
+
+
+@torch.inference_mode()
+def _walk(model, x, y, maps, *, steps, baseline, max_fraction, batch_size, score, insert) -> CausalFidelity:
+    steps = _positive_int(steps, "steps")
+    batch_size = _positive_int(batch_size, "batch_size")
+    if (
+        isinstance(max_fraction, bool)
+        or not isinstance(max_fraction, int | float)
+        or not 0 < max_fraction <= 1
+    ):
+        raise ValueError(f"max_fraction: expected a fraction in (0, 1], got {max_fraction!r}")
+    forward, x, y = prepare(model, x, y)
+    forward = _score_fn(forward, score)
+    maps = check_maps(maps, x)
+    base = resolve_baseline(baseline, x, pixel_range=isinstance(model, Model))
+    start, fill = (base, x) if insert else (x, base)
+    n, _, h, w = x.shape
+    n_pixels = h * w
+    moved_total = round(max_fraction * n_pixels)
+    counts = torch.arange(steps + 1, device=x.device) * moved_total // steps  # pixels moved per step
+    # rank[i, p]: position of pixel p in image i's ranking (ties: row-major order, so runs repeat)
+    order = torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(n_pixels, device=x.device).expand(n, -1))
+    points = steps + 1
+    scores = torch.empty(n * points, device=x.device)
+    # The N (steps + 1) images are built one batch at a time (a batch mixes images and steps), so
+    # memory does not grow with N or steps.
+    for sl in iter_batches(n * points, batch_size):
+        k = torch.arange(sl.start, sl.stop, device=x.device)
+        img, step = k // points, k % points
+        moved = (rank[img] < counts[step][:, None]).view(-1, 1, h, w)
+        scores[sl] = batched_scores(forward, torch.where(moved, fill[img], start[img]), y[img], batch_size)
+    curve = scores.view(n, points)
+    auc = (curve[:, :-1] + curve[:, 1:]).sum(1) / (2 * steps)
+    return CausalFidelity(auc=auc, curve=curve, fractions=counts.float().cpu() / n_pixels)
+
+
+_PARAMS_DOC = """
+    Parameters
+    ----------
+    model
+        A workbench Model (pixel-space input), an ``nn.Module`` or a callable (N, C, H, W) -> (N, K)
+        logits.
+    x
+        Images (N, C, H, W); in [0, 1] for a workbench Model. Never modified.
+    y
+        Target classes (N,) or one int for all images.
+    maps
+        (N, H, W) or (N, C, H, W) attribution maps at the image size; higher means more important.
+        (N, C, H, W) maps are averaged over channels; ties are broken by row-major pixel index.
+        Signed maps are ranked by value, not magnitude: pass ``maps.abs()`` to rank by magnitude.
+    steps
+        Number of equal chunks (default 10, as Xplique); ``steps + 1`` points per curve.
+    baseline
+        The value of a removed pixel, on **all channels** at once: a number (default 0.0, black in
+        pixel space), a tensor of shape (), (C, 1, 1), (1, C, 1, 1), (C, H, W), (1, C, H, W) or
+        (N, C, H, W), or a callable ``baseline(x) -> tensor`` of one of those shapes (a blurred copy of
+        ``x``, say). In [0, 1] for a workbench Model.
+    max_fraction
+        Fraction of the pixels moved at the last step, in (0, 1] (default 1: the whole image). The x
+        axis of the AUC is normalised to [0, 1] whatever ``max_fraction``.
+    batch_size
+        Perturbed images per forward pass; they are built lazily on the model's device.
+    score
+        "probability" (default: the softmax probability of class ``y``, bounded, so AUCs compare across
+        images) or "logit".
+
+    Returns
+    -------
+    CausalFidelity
+        ``.auc`` (N,), ``.curve`` (N, steps + 1) and ``.fractions`` (steps + 1,), on the model's device
+        (fractions on the CPU).
+"""
+
+
+def deletion(
+    model: Model | nn.Module | Forward,
+    x: torch.Tensor,
+    y: torch.Tensor | int,
+    maps: torch.Tensor,
+    *,
+    steps: int = 10,
+    baseline: Baseline = 0.0,
+    max_fraction: float = 1.0,
+    batch_size: int = 64,
+    score: str = "probability",
+) -> CausalFidelity:
+    """Deletion (Petsiuk et al., BMVC 2018): remove the most important pixels first; **lower is better**.
+
+    At step ``i = 0..steps`` the first ``floor(i * m / steps)`` pixels of the ranking,
+    ``m = round(max_fraction * H * W)``, take the baseline's value, and the score of class ``y`` is read.
+    """
+    return _walk(model, x, y, maps, steps=steps, baseline=baseline, max_fraction=max_fraction,
+                 batch_size=batch_size, score=score, insert=False)  # fmt: skip
+
+
+def insertion(
+    model: Model | nn.Module | Forward,
+    x: torch.Tensor,
+    y: torch.Tensor | int,
+    maps: torch.Tensor,
+    *,
+    steps: int = 10,
+    baseline: Baseline = 0.0,
+    max_fraction: float = 1.0,
+    batch_size: int = 64,
+    score: str = "probability",
+) -> CausalFidelity:
+    """Insertion (Petsiuk et al., BMVC 2018): start from the baseline image and put the most important
+    pixels back first; **higher is better**.
+
+    At step ``i = 0..steps`` the first ``floor(i * m / steps)`` pixels of the ranking,
+    ``m = round(max_fraction * H * W)``, have their value from ``x``, the rest the baseline's.
+    """
+    return _walk(model, x, y, maps, steps=steps, baseline=baseline, max_fraction=max_fraction,
+                 batch_size=batch_size, score=score, insert=True)  # fmt: skip
+
+
+deletion.__doc__ += _PARAMS_DOC
+insertion.__doc__ += _PARAMS_DOC
