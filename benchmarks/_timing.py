@@ -45,3 +45,18 @@ def table(rows: list[dict], columns: list[str]) -> str:
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)) for r in rows]
     return "\n".join(out)
+
+
+class BatchLog:
+    """A forward hook on the network recording the rows of every forward pass."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.sizes: list[int] = []
+        self._handle = net.register_forward_hook(lambda mod, inp, out: self.sizes.append(len(inp[0])))
+
+    def take(self) -> list[int]:
+        sizes, self.sizes = self.sizes, []
+        return sizes
+
+    def close(self) -> None:
+        self._handle.remove()

@@ -25,26 +25,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import interleaved, machine, sync, table  # noqa: E402
+from _timing import BatchLog, interleaved, machine, sync, table  # noqa: E402
 
 import workbench.attribution as A  # noqa: E402
 from workbench.attribution.surrogates import grid_segments  # noqa: E402
 from workbench.models import load_model  # noqa: E402
-
-
-class BatchLog:
-    """A forward hook on the network recording the rows of every forward pass."""
-
-    def __init__(self, net: torch.nn.Module):
-        self.sizes: list[int] = []
-        self._handle = net.register_forward_hook(lambda mod, inp, out: self.sizes.append(len(inp[0])))
-
-    def take(self) -> list[int]:
-        sizes, self.sizes = self.sizes, []
-        return sizes
-
-    def close(self) -> None:
-        self._handle.remove()
 
 
 def black_box_budgets(side: int, full: bool) -> dict[str, dict]:

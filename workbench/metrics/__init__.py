@@ -1,12 +1,56 @@
-"""Fidelity and localization metrics of attribution maps. Each metric is batched over images (no
-per-image loop) and never modifies its inputs.
+"""Metrics of attribution maps. Each is batched over images (no per-image loop), never modifies its
+inputs, and knows no attribution method: methods are passed in as ``explain(model, x, y) -> maps``.
 
-- Causal fidelity: :func:`deletion`, :func:`insertion` (Petsiuk et al. 2018).
+- Causal fidelity: :func:`deletion`, :func:`insertion` (Petsiuk et al. 2018), :func:`mufidelity`
+  (Bhatt et al. 2020).
 - Localization against ground-truth masks: :func:`energy_in_mask`, :func:`mask_auc`,
   :func:`pointing_game`.
+- Concentration: :func:`sparseness` (Gini), :func:`complexity` (entropy).
+- Robustness: :func:`average_stability` (Bhatt et al. 2020).
+- Sanity checks: :func:`model_randomization` (Adebayo et al. 2018), :func:`random_logit` (Sixt et
+  al. 2020).
+- Similarity of maps: :func:`map_spearman`, :func:`ssim`.
+- Baselines (:mod:`workbench.metrics.baselines`: zero, mean, uniform, blur, local_mean, scramble, ROAD,
+  any callable or image) and their effects (Picard et al. 2025): :func:`information_removal`,
+  :func:`ood_distance`, :func:`baseline_study`.
 """
 
+from workbench.metrics.baseline_effects import (
+    BaselineStudy,
+    baseline_study,
+    information_removal,
+    ood_distance,
+)
+from workbench.metrics.baselines import BASELINES, get_baseline, list_baselines
 from workbench.metrics.causal_fidelity import CausalFidelity, deletion, insertion
+from workbench.metrics.complexity import complexity, sparseness
+from workbench.metrics.input_sensitivity import average_stability
 from workbench.metrics.localization import energy_in_mask, mask_auc, pointing_game
+from workbench.metrics.map_similarity import map_spearman, ssim
+from workbench.metrics.mufidelity import mufidelity
+from workbench.metrics.sanity_checks import RandomizationResult, model_randomization, random_logit
 
-__all__ = ["CausalFidelity", "deletion", "energy_in_mask", "insertion", "mask_auc", "pointing_game"]
+__all__ = [
+    "BASELINES",
+    "BaselineStudy",
+    "CausalFidelity",
+    "RandomizationResult",
+    "average_stability",
+    "baseline_study",
+    "complexity",
+    "deletion",
+    "energy_in_mask",
+    "get_baseline",
+    "information_removal",
+    "insertion",
+    "list_baselines",
+    "map_spearman",
+    "mask_auc",
+    "model_randomization",
+    "mufidelity",
+    "ood_distance",
+    "pointing_game",
+    "random_logit",
+    "sparseness",
+    "ssim",
+]

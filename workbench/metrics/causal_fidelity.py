@@ -13,7 +13,6 @@ image, run in opposite directions, and share one implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,13 +20,11 @@ from torch import nn
 
 from workbench._core.batching import iter_batches
 from workbench._core.validation import check_baseline
+from workbench.metrics.baselines import Baseline, resolve_fill
 from workbench.models.model import Model
-from workbench.models.scoring import Forward, batched_scores, prepare
+from workbench.models.scoring import Forward, batched_scores, prepare, score_fn
 
 __all__ = ["CausalFidelity", "deletion", "insertion"]
-
-Baseline = float | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
-SCORES = ("probability", "logit")
 
 
 @dataclass(frozen=True)
@@ -49,7 +46,7 @@ class CausalFidelity:
     fractions: torch.Tensor
 
 
-def _positive_int(value, name: str) -> int:
+def positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
     return value
@@ -76,30 +73,10 @@ def check_maps(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return maps
 
 
-def resolve_baseline(baseline: Baseline, x: torch.Tensor, pixel_range: bool) -> torch.Tensor:
-    """The baseline image (N, C, H, W) (possibly an expanded view): a number, a tensor, or a callable
-    ``baseline(x) -> tensor`` (for instance a blur of ``x``) whose output is checked like a tensor."""
-    if callable(baseline) and not isinstance(baseline, torch.Tensor):
-        with torch.inference_mode():
-            made = baseline(x.clone())  # a copy: a callable that writes in place cannot touch x
-        if not isinstance(made, torch.Tensor):
-            raise ValueError(f"baseline: the callable must return a tensor, got {type(made).__name__}")
-        baseline = made
-    return check_baseline(baseline, x, pixel_range=pixel_range)
-
-
-def _score_fn(forward: Forward, score: str) -> Forward:
-    if score not in SCORES:
-        raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
-    if score == "probability":
-        return lambda b: torch.softmax(forward(b).float(), dim=1)
-    return lambda b: forward(b).float()
-
-
 @torch.inference_mode()
 def _walk(model, x, y, maps, *, steps, baseline, max_fraction, batch_size, score, insert) -> CausalFidelity:
-    steps = _positive_int(steps, "steps")
-    batch_size = _positive_int(batch_size, "batch_size")
+    steps = positive_int(steps, "steps")
+    batch_size = positive_int(batch_size, "batch_size")
     if (
         isinstance(max_fraction, bool)
         or not isinstance(max_fraction, int | float)
@@ -107,10 +84,13 @@ def _walk(model, x, y, maps, *, steps, baseline, max_fraction, batch_size, score
     ):
         raise ValueError(f"max_fraction: expected a fraction in (0, 1], got {max_fraction!r}")
     forward, x, y = prepare(model, x, y)
-    forward = _score_fn(forward, score)
+    forward = score_fn(forward, score)
     maps = check_maps(maps, x)
-    base = resolve_baseline(baseline, x, pixel_range=isinstance(model, Model))
-    start, fill = (base, x) if insert else (x, base)
+    pixel_range = isinstance(model, Model)
+    base = resolve_fill(baseline, x, pixel_range=pixel_range)
+    mask_aware = not isinstance(base, torch.Tensor)  # e.g. ROAD: the fill depends on what is removed
+    if not mask_aware:  # a static baseline image, computed once
+        start, fill = (base, x) if insert else (x, base)
     n, _, h, w = x.shape
     n_pixels = h * w
     moved_total = round(max_fraction * n_pixels)
@@ -127,7 +107,12 @@ def _walk(model, x, y, maps, *, steps, baseline, max_fraction, batch_size, score
         k = torch.arange(sl.start, sl.stop, device=x.device)
         img, step = k // points, k % points
         moved = (rank[img] < counts[step][:, None]).view(-1, 1, h, w)
-        scores[sl] = batched_scores(forward, torch.where(moved, fill[img], start[img]), y[img], batch_size)
+        if mask_aware:  # insertion: the pixels not yet put back are the removed ones
+            images = base.fill(x[img], ~moved if insert else moved)
+            check_baseline(images, x[img], pixel_range=pixel_range)  # shape and range of the user's fill
+        else:
+            images = torch.where(moved, fill[img], start[img])
+        scores[sl] = batched_scores(forward, images, y[img], batch_size)
     curve = scores.view(n, points)
     auc = (curve[:, :-1] + curve[:, 1:]).sum(1) / (2 * steps)
     return CausalFidelity(auc=auc, curve=curve, fractions=counts.float().cpu() / n_pixels)
@@ -152,8 +137,12 @@ _PARAMS_DOC = """
     baseline
         The value of a removed pixel, on **all channels** at once: a number (default 0.0, black in
         pixel space), a tensor of shape (), (C, 1, 1), (1, C, 1, 1), (C, H, W), (1, C, H, W) or
-        (N, C, H, W), or a callable ``baseline(x) -> tensor`` of one of those shapes (a blurred copy of
-        ``x``, say). In [0, 1] for a workbench Model.
+        (N, C, H, W), a callable ``baseline(x) -> tensor`` of one of those shapes (a blurred copy of
+        ``x``, say), a name of :data:`workbench.metrics.baselines.BASELINES` ("zero", "mean",
+        "uniform", "blur", "local_mean", "scramble", "road"), or a mask-aware object with
+        ``fill(x, removed) -> images`` (ROAD's imputation, :class:`~workbench.metrics.baselines.Road`),
+        called on every batch of perturbed images because its fill depends on which pixels are
+        removed. In [0, 1] for a workbench Model.
     max_fraction
         Fraction of the pixels moved at the last step, in (0, 1] (default 1: the whole image). The x
         axis of the AUC is normalised to [0, 1] whatever ``max_fraction``.

@@ -14,7 +14,7 @@ from workbench._core.devices import module_device
 from workbench._core.validation import check_images, check_targets
 from workbench.models.model import Model
 
-__all__ = ["Forward", "batched_scores", "class_scores", "forward_fn", "model_device", "prepare"]
+__all__ = ["Forward", "batched_scores", "class_scores", "forward_fn", "model_device", "prepare", "score_fn"]
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -77,3 +77,15 @@ def batched_scores(forward: Forward, inputs: torch.Tensor, y: torch.Tensor, batc
     for sl in iter_batches(len(inputs), batch_size):
         out[sl] = class_scores(forward(inputs[sl]), y[sl]).float()
     return out
+
+
+SCORES = ("probability", "logit")
+
+
+def score_fn(forward: Forward, score: str) -> Forward:
+    """``forward`` returning softmax probabilities ("probability") or its raw outputs ("logit"), float32."""
+    if score not in SCORES:
+        raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
+    if score == "probability":
+        return lambda b: torch.softmax(forward(b).float(), dim=1)
+    return lambda b: forward(b).float()

@@ -7,11 +7,13 @@ Widgets receive results (images, predictions, maps, concepts); they never train 
 from workbench.widgets._common import ensure_extension
 from workbench.widgets.attribution_viewer import AttributionViewer
 from workbench.widgets.dataset_viewer import DatasetViewer
+from workbench.widgets.metrics_board import MetricsBoard
 
 ensure_extension()
 
 __all__ = [
     "AttributionViewer",
     "DatasetViewer",
+    "MetricsBoard",
     "ensure_extension",
 ]

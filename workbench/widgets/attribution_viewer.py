@@ -4,7 +4,9 @@ A paged grid (rows: images; columns: the raw image, then one map per method), ea
 colormap overlay on its image, with a global opacity slider, a colormap selector and a method
 selector. Hovering a map reads its value at the pixel under the mouse; clicking a row shows that
 image large with all the shown methods side by side, the object mask contour over each, and an
-optional table of metrics per method.
+optional metrics panel: a table of metrics per method and their deletion / insertion curves (see
+:mod:`workbench.widgets.metrics_panel`); clicking a method there, or its column title, highlights
+its curves (``selected_method``).
 
 How it renders (the same in JupyterLab, under ``panel serve`` and in Playwright): the grid and the
 detail view are each one small :class:`panel.custom.JSComponent` (:class:`MapGrid`). Python sends
@@ -39,7 +41,6 @@ import panel as pn
 import param
 import torch
 import torch.nn.functional as F
-from panel.custom import JSComponent
 from panel.viewable import Viewer
 
 from workbench._core.validation import check_images
@@ -57,6 +58,18 @@ from workbench.widgets._common import (
     widget_kwargs,
 )
 from workbench.widgets.dataset_viewer import _check_bool_matrix, _check_index_vector, _names, predict
+from workbench.widgets.map_grid import MapGrid
+from workbench.widgets.metrics_panel import (
+    METRICS_CSS,
+    ActionHTML,
+    Curves,
+    check_curves,
+    check_metrics,
+    curve_kinds,
+    method_colors,
+    metrics_html,
+    plots_width,
+)
 
 AUTO = "auto"
 UPSAMPLING = ("nearest", "bilinear")
@@ -78,361 +91,7 @@ _CSS = """
 .wb-detail-info .wb-facts { color: var(--wb-muted); }
 .wb-detail-info .wb-ok { color: var(--wb-ok); font-weight: 600; }
 .wb-detail-info .wb-bad { color: var(--wb-bad); font-weight: 600; }
-.wb-metrics { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 12px; color: #202124; }
-.wb-metrics .wb-section { font-weight: 600; font-size: 13px; margin: 2px 0 4px 0; }
-.wb-metrics .wb-note { color: var(--wb-muted); font-size: 11px; margin-top: 3px; }
-.wb-metrics table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-.wb-metrics th, .wb-metrics td { padding: 3px 10px; border-bottom: 1px solid #e8eaed; text-align: right; }
-.wb-metrics th { font-weight: 500; color: var(--wb-muted); }
-.wb-metrics th.wb-method, .wb-metrics td.wb-method { text-align: left; font-weight: 600; color: #202124; }
-.wb-metrics .wb-mean { color: #9aa0a6; font-size: 11px; margin-left: 4px; }
 """
-
-_GRID_CSS = """
-:host { display: block; }
-.wb-attr { position: relative; font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-  font-size: 12px; color: #202124; }
-.wb-readout { font-size: 12px; line-height: 18px; min-height: 18px; padding: 3px 8px; margin: 0 0 6px 0;
-  background: #f1f3f4; border-radius: 4px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
-  font-variant-numeric: tabular-nums; }
-.wb-readout.wb-idle { color: #5f6368; }
-.wb-readout.wb-stale { color: #80868b; }
-.wb-readout b { font-weight: 600; }
-.wb-rows { display: flex; flex-direction: column; gap: 2px; }
-.wb-row { display: flex; gap: 6px; padding: 3px; border: 2px solid transparent; border-radius: 6px; }
-.wb-attr-grid .wb-row.wb-item { cursor: pointer; }
-.wb-attr-grid .wb-row.wb-item:hover { background: #f8fbff; border-color: #d2e3fc; }
-.wb-row.wb-item:focus-visible { outline: 2px solid #1565c0; outline-offset: 1px; }
-.wb-attr-grid .wb-row.wb-selected, .wb-attr-grid .wb-row.wb-selected:hover { border-color: #1565c0; background: #e8f0fe; }
-.wb-row.wb-head { padding-bottom: 0; align-items: flex-end; }
-.wb-attr-detail .wb-row { flex-wrap: wrap; gap: 14px; padding: 0; }
-.wb-cell { display: flex; flex-direction: column; align-items: stretch; gap: 2px; flex: none; }
-.wb-stack { position: relative; border-radius: 3px; overflow: hidden; box-shadow: 0 0 0 1px #dadce0; background: #000; }
-.wb-stack > img, .wb-stack > canvas { position: absolute; left: 0; top: 0; width: 100%; height: 100%; display: block; }
-.wb-base { image-rendering: pixelated; }
-.wb-map.wb-nearest { image-rendering: pixelated; }
-.wb-contour { pointer-events: none; image-rendering: pixelated; }
-.wb-map-cell .wb-stack { cursor: crosshair; }
-.wb-caption { font-size: 11px; line-height: 13px; color: #5f6368; white-space: nowrap; overflow: hidden;
-  text-overflow: ellipsis; text-align: center; font-variant-numeric: tabular-nums; }
-.wb-caption.wb-ok { color: #1b7f3b; }
-.wb-caption.wb-bad { color: #c62828; font-weight: 600; }
-.wb-col-title { font-weight: 600; font-size: 12px; line-height: 15px; text-align: center; white-space: nowrap;
-  overflow: hidden; text-overflow: ellipsis; }
-.wb-attr-grid .wb-head .wb-col-title { white-space: normal; overflow-wrap: anywhere; display: -webkit-box;
-  -webkit-line-clamp: 2; -webkit-box-orient: vertical; }
-.wb-attr-detail .wb-col-title { font-size: 13px; text-align: left; }
-.wb-cbar { height: 8px; border-radius: 2px; box-shadow: inset 0 0 0 1px rgba(0, 0, 0, 0.15); margin-top: 2px; }
-.wb-ticks { display: flex; justify-content: space-between; font-size: 10px; line-height: 12px; color: #5f6368;
-  font-variant-numeric: tabular-nums; }
-.wb-attr-detail .wb-ticks { font-size: 11px; line-height: 13px; }
-.wb-tip { position: absolute; pointer-events: none; z-index: 10; background: rgba(32, 33, 36, 0.92); color: #fff;
-  font-size: 11px; line-height: 14px; padding: 2px 6px; border-radius: 3px; white-space: nowrap;
-  font-variant-numeric: tabular-nums; }
-.wb-empty { color: #5f6368; font-style: italic; padding: 12px; font-size: 13px; }
-"""
-
-
-class MapGrid(JSComponent):
-    """Rows of an image followed by attribution maps drawn over it (``mode="grid"``: one row per
-    image, click a row to select it; ``mode="detail"``: one large row with a colorbar under each map).
-
-    Each row of ``rows`` is a dict: ``index``, ``src`` (data URI of the image), ``alt``, ``caption``
-    and ``sub`` (caption lines), ``status`` ("ok", "bad" or ""), ``contour`` (data URI of a
-    transparent contour layer, or ""), and ``cells``: method key -> ``{"data": base64 float32
-    little-endian values, "h", "w", "vmin", "vmax", "kind", "block"}`` with ``kind`` "pixel" (one
-    value per image pixel), "grid" (a coarser map, one value per cell) or "block" (block means of a
-    larger map). ``columns`` lists the methods: ``{"key", "title", "signed", "cmap"}``; ``luts``
-    maps colormap names to 768 RGB bytes.
-    """
-
-    rows = param.List(default=[], doc="Rows to draw, in order.")
-    columns = param.List(default=[], doc="The map columns: key, title, signed, cmap.")
-    luts = param.Dict(default={}, doc="Colormap name -> 256 RGB triples, flattened.")
-    image_shape = param.List(default=[1, 1], doc="(H, W) of the images, for pixel coordinates.")
-    cell_size = param.Integer(default=96, bounds=(16, None), doc="Width of a cell in screen pixels.")
-    opacity = param.Number(default=0.6, bounds=(0.0, 1.0), doc="Opacity of the maps over the images.")
-    smooth = param.Boolean(default=False, doc="Bilinear (True) or nearest-neighbour upsampling of the maps.")
-    fade = param.Boolean(default=False, doc="Scale each map pixel's opacity by its distance from 0.")
-    selected = param.Integer(default=-1, doc="Index of the selected image (grid mode; -1: none).")
-    mode = param.Selector(default="grid", objects=["grid", "detail"], constant=True)
-    scale_note = param.String(default="", doc="How the colour range is chosen (tooltip of the colorbars).")
-
-    _stylesheets = [_GRID_CSS]
-
-    _esm = """
-    export function render({ model, el }) {
-      const detail = model.mode === "detail";
-      const root = document.createElement("div");
-      root.className = "wb-attr " + (detail ? "wb-attr-detail" : "wb-attr-grid");
-      root.dataset.mode = model.mode;
-      const readout = document.createElement("div");
-      readout.className = "wb-readout wb-idle";
-      readout.setAttribute("aria-live", "polite");
-      const body = document.createElement("div");
-      body.className = "wb-rows";
-      const tip = document.createElement("div");
-      tip.className = "wb-tip";
-      tip.hidden = true;
-      root.append(readout, body, tip);
-      el.appendChild(root);
-      const HINT = "Hover a map to read its value";
-
-      function decode(b64) {
-        const bin = atob(b64);
-        const view = new DataView(new ArrayBuffer(bin.length));
-        for (let i = 0; i < bin.length; i++) { view.setUint8(i, bin.charCodeAt(i)); }
-        const out = new Float32Array(bin.length >> 2);
-        for (let i = 0; i < out.length; i++) { out[i] = view.getFloat32(4 * i, true); }
-        return out;
-      }
-
-      function fmt(v) {
-        if (!Number.isFinite(v)) { return String(v); }
-        if (v === 0) { return "0"; }
-        const a = Math.abs(v);
-        if (a >= 1e-3 && a < 1e4) { return String(Number(v.toPrecision(3))); }
-        return v.toExponential(2).replace("e-", "e\u2212");
-      }
-
-      function lut(name) {
-        return model.luts[name] || Object.values(model.luts)[0] || [];
-      }
-
-      function gradient(name) {
-        const t = lut(name);
-        const stops = [];
-        for (let k = 0; k <= 16; k++) {
-          const i = Math.min(255, Math.round(k * 255 / 16));
-          stops.push(`rgb(${t[3 * i]}, ${t[3 * i + 1]}, ${t[3 * i + 2]}) ${(k * 100 / 16).toFixed(2)}%`);
-        }
-        return `linear-gradient(to right, ${stops.join(", ")})`;
-      }
-
-      function paint(canvas, cell, values, cmap) {
-        const t = lut(cmap);
-        canvas.width = cell.w;
-        canvas.height = cell.h;
-        const ctx = canvas.getContext("2d");
-        const img = ctx.createImageData(cell.w, cell.h);
-        const span = (cell.vmax - cell.vmin) || 1;
-        const centred = cell.vmin < 0 && cell.vmax > 0, half = Math.max(-cell.vmin, cell.vmax);
-        for (let p = 0; p < values.length; p++) {
-          const v = values[p];
-          let k = Math.round((v - cell.vmin) / span * 255);
-          k = k < 0 ? 0 : (k > 255 ? 255 : k);
-          img.data[4 * p] = t[3 * k];
-          img.data[4 * p + 1] = t[3 * k + 1];
-          img.data[4 * p + 2] = t[3 * k + 2];
-          let a = 1;
-          if (model.fade) { a = centred ? Math.abs(v) / half : (v - cell.vmin) / span; }
-          img.data[4 * p + 3] = Math.round(255 * (a < 0 ? 0 : (a > 1 ? 1 : a)));
-        }
-        ctx.putImageData(img, 0, 0);
-      }
-
-      function div(cls, text) {
-        const d = document.createElement("div");
-        d.className = cls;
-        if (text !== undefined) { d.textContent = text; }
-        return d;
-      }
-
-      function colorbar(col, ticks) {
-        const wrap = div("wb-scale");
-        const bar = div("wb-cbar");
-        bar.style.background = gradient(col.cmap);
-        wrap.title = model.scale_note;
-        const tk = div("wb-ticks");
-        for (const t of ticks) { tk.appendChild(div("wb-tick", t)); }
-        wrap.append(bar, tk);
-        return wrap;
-      }
-
-      function idle() {
-        readout.className = "wb-readout wb-idle";
-        readout.textContent = HINT + (detail ? "" : " \u00b7 click a row to inspect it");
-      }
-
-      function hover(ev, stack, row, col, cell, values) {
-        const r = stack.getBoundingClientRect();
-        const fx = Math.min(Math.max((ev.clientX - r.left) / r.width, 0), 0.999999);
-        const fy = Math.min(Math.max((ev.clientY - r.top) / r.height, 0), 0.999999);
-        const [H, W] = model.image_shape;
-        const pr = Math.floor(fy * H), pc = Math.floor(fx * W);
-        const mr = Math.floor(fy * cell.h), mc = Math.floor(fx * cell.w);
-        const v = values[mr * cell.w + mc];
-        let where = "";
-        if (cell.kind === "grid") { where = ` \u00b7 cell (${mr}, ${mc}) of ${cell.h}\u00d7${cell.w}`; }
-        if (cell.kind === "block") { where = ` \u00b7 mean of a ${cell.block} px block`; }
-        readout.className = "wb-readout wb-live";
-        readout.replaceChildren(
-          document.createTextNode(`${col.title} \u00b7 image ${row.index} \u00b7 (${pr}, ${pc}) = `),
-          Object.assign(document.createElement("b"), { className: "wb-value", textContent: fmt(v) }),
-          document.createTextNode(where),
-        );
-        readout.dataset.method = col.key;
-        readout.dataset.index = String(row.index);
-        readout.dataset.value = String(v);
-        const rr = root.getBoundingClientRect();
-        tip.textContent = fmt(v);
-        tip.hidden = false;
-        const x = ev.clientX - rr.left + 12, y = ev.clientY - rr.top + 14;
-        tip.style.left = Math.min(x, rr.width - tip.offsetWidth - 2) + "px";
-        tip.style.top = y + "px";
-      }
-
-      function mark() {
-        for (const r of body.querySelectorAll(".wb-item")) {
-          const on = Number(r.dataset.index) === model.selected;
-          r.classList.toggle("wb-selected", on);
-          r.setAttribute("aria-pressed", on ? "true" : "false");
-        }
-      }
-
-      function style() {
-        for (const c of body.querySelectorAll("canvas.wb-map")) {
-          c.style.opacity = String(model.opacity);
-          c.classList.toggle("wb-nearest", !model.smooth);
-        }
-        root.dataset.opacity = String(model.opacity);
-      }
-
-      function build() {
-        const [H, W] = model.image_shape;
-        const cw = model.cell_size, ch = Math.max(1, Math.round(cw * H / W));
-        body.replaceChildren();
-        idle();
-        tip.hidden = true;
-        const row0 = model.rows.length ? model.rows[0] : null;
-        root.dataset.index = detail && row0 ? String(row0.index) : "";
-        root.dataset.methods = model.columns.map((c) => c.key).join(",");
-        root.dataset.fade = String(model.fade);
-        if (!model.rows.length) { body.appendChild(div("wb-empty", "No images.")); return; }
-        if (!detail) {  // header: column titles and the colour scale of each method
-          const head = div("wb-row wb-head");
-          const first = div("wb-cell wb-image-cell");
-          first.style.width = cw + "px";
-          first.appendChild(div("wb-col-title", "image"));
-          head.appendChild(first);
-          for (const col of model.columns) {
-            const c = div("wb-cell wb-map-cell");
-            c.style.width = cw + "px";
-            const title = div("wb-col-title", col.title);
-            title.title = col.title;
-            c.append(title, colorbar(col, col.signed ? ["\u2212s", "0", "+s"] : ["0", "s"]));
-            head.appendChild(c);
-          }
-          body.appendChild(head);
-        }
-        for (const row of model.rows) {
-          const r = div("wb-row wb-item");
-          r.dataset.index = String(row.index);
-          if (!detail) {
-            r.setAttribute("role", "button");
-            r.tabIndex = 0;
-            r.setAttribute("aria-label", row.alt);
-            r.addEventListener("click", () => { model.selected = row.index; });
-            r.addEventListener("keydown", (ev) => {
-              if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); model.selected = row.index; return; }
-              const step = { ArrowUp: -1, ArrowDown: 1 }[ev.key];
-              if (step === undefined) { return; }
-              const items = Array.from(body.querySelectorAll(".wb-item"));
-              const next = items[items.indexOf(r) + step];
-              if (next) { ev.preventDefault(); next.focus(); model.selected = Number(next.dataset.index); }
-            });
-          }
-          // the image itself
-          const ic = div("wb-cell wb-image-cell");
-          ic.style.width = cw + "px";
-          ic.dataset.index = String(row.index);
-          if (detail) { ic.appendChild(div("wb-col-title", "image")); }
-          const is = div("wb-stack");
-          is.style.width = cw + "px";
-          is.style.height = ch + "px";
-          const img = document.createElement("img");
-          img.className = "wb-base";
-          img.src = row.src;
-          img.alt = row.alt;
-          img.draggable = false;
-          is.appendChild(img);
-          if (row.contour) {
-            const ct = document.createElement("img");
-            ct.className = "wb-contour";
-            ct.src = row.contour;
-            ct.alt = "";
-            is.appendChild(ct);
-          }
-          ic.appendChild(is);
-          ic.appendChild(div("wb-caption", row.caption));
-          if (row.sub) { ic.appendChild(div("wb-caption" + (row.status ? " wb-" + row.status : ""), row.sub)); }
-          r.appendChild(ic);
-          // one map per method
-          for (const col of model.columns) {
-            const cell = row.cells[col.key];
-            if (cell === undefined) { continue; }  // rows and columns of one update arrive one by one
-            const c = div("wb-cell wb-map-cell");
-            c.style.width = cw + "px";
-            c.dataset.index = String(row.index);
-            c.dataset.method = col.key;
-            if (detail) { c.appendChild(div("wb-col-title", col.title)); }
-            const st = div("wb-stack");
-            st.style.width = cw + "px";
-            st.style.height = ch + "px";
-            const base = document.createElement("img");
-            base.className = "wb-base";
-            base.src = row.src;
-            base.alt = "";
-            base.draggable = false;
-            const canvas = document.createElement("canvas");
-            canvas.className = "wb-map";
-            canvas.setAttribute("role", "img");
-            canvas.setAttribute("aria-label", `${col.title} map of image ${row.index}`);
-            const values = decode(cell.data);
-            paint(canvas, cell, values, col.cmap);
-            st.append(base, canvas);
-            if (row.contour) {
-              const ct = document.createElement("img");
-              ct.className = "wb-contour";
-              ct.src = row.contour;
-              ct.alt = "";
-              st.appendChild(ct);
-            }
-            st.addEventListener("mousemove", (ev) => hover(ev, st, row, col, cell, values));
-            st.addEventListener("mouseleave", () => { tip.hidden = true; readout.classList.add("wb-stale"); });
-            c.appendChild(st);
-            if (detail) {
-              c.appendChild(colorbar(col, col.signed ? [fmt(cell.vmin), "0", fmt(cell.vmax)] : ["0", fmt(cell.vmax)]));
-            } else {
-              const cap = div("wb-caption", col.signed ? `\u00b1${fmt(cell.vmax)}` : `0\u2013${fmt(cell.vmax)}`);
-              cap.title = `colour range of this map: [${fmt(cell.vmin)}, ${fmt(cell.vmax)}]. ${model.scale_note}`;
-              c.appendChild(cap);
-            }
-            r.appendChild(c);
-          }
-          body.appendChild(r);
-        }
-        mark();
-        style();
-      }
-
-      // Parameters changed together arrive as separate events: draw once, after the last of them.
-      let pending = false;
-      function schedule() {
-        if (pending) { return; }
-        pending = true;
-        queueMicrotask(() => { pending = false; build(); });
-      }
-
-      build();
-      model.on(["rows", "columns", "luts", "cell_size", "image_shape", "fade"], schedule);
-      model.on("selected", mark);
-      model.on(["opacity", "smooth"], style);
-    }
-    """
-
-
-# ---------------------------------------------------------------- validation
 
 
 def _as_tensor(x: Any, name: str, what: str) -> torch.Tensor:
@@ -496,55 +155,6 @@ def _check_maps(
     return maps, signed
 
 
-def _check_metrics(metrics: Any, methods: Sequence[str], n: int) -> dict[str, dict[str, Any]]:
-    """``{method: {metric: float or (N,) per-image values}}`` -> the same with floats / float arrays."""
-    if metrics is None:
-        return {}
-    if not isinstance(metrics, Mapping):
-        raise ValueError(
-            f"metrics: expected a dict {{method: {{metric: value}}}}, got {type(metrics).__name__}"
-        )
-    out: dict[str, dict[str, Any]] = {}
-    for method, scores in metrics.items():
-        if method not in methods:
-            raise ValueError(f"metrics: unknown method {method!r}; the methods are {list(methods)}")
-        if not isinstance(scores, Mapping):
-            raise ValueError(
-                f"metrics[{method!r}]: expected a dict {{metric name: value}}, got {type(scores).__name__}"
-            )
-        out[method] = {}
-        for metric, value in scores.items():
-            where = f"metrics[{method!r}][{metric!r}]"
-            if isinstance(value, torch.Tensor):
-                value = value.detach().cpu().numpy()
-            try:
-                arr = np.asarray(value, dtype=np.float64)
-            except (TypeError, ValueError) as err:
-                raise ValueError(
-                    f"{where}: expected a number or {n} per-image numbers, got {value!r}"
-                ) from err
-            if arr.ndim == 0:
-                out[method][str(metric)] = float(arr)
-            elif arr.shape == (n,):
-                out[method][str(metric)] = arr
-            else:
-                raise ValueError(
-                    f"{where}: expected a number or shape ({n},) (one per image), got shape {arr.shape}"
-                )
-    return out
-
-
-def _fmt(v: float) -> str:
-    """Numbers as the browser shows them: 3 significant digits, exponent outside [1e-3, 1e4)."""
-    if not math.isfinite(v):
-        return "\u2013" if math.isnan(v) else str(v)
-    if v == 0:
-        return "0"
-    if 1e-3 <= abs(v) < 1e4:
-        return f"{float(f'{v:.3g}'):g}"
-    return f"{v:.2e}".replace("e-0", "e-").replace("e+0", "e+").replace("e-", "e\u2212")
-
-
 class AttributionViewer(Viewer):
     """Attribution maps of several methods over their images: a paged grid, hover values, a detail view.
 
@@ -587,14 +197,23 @@ class AttributionViewer(Viewer):
         detail view allows twice as many values); the readout says so.
     title
         Heading shown above the grid.
+    curves
+        ``{method: {kind: curves}}``, ``kind`` usually "deletion" and "insertion", the curves a
+        :class:`~workbench.metrics.causal_fidelity.CausalFidelity` (what ``deletion`` and
+        ``insertion`` return), a tuple ``(fractions, curve)`` or ``(fractions, curve, auc)``, or a
+        dict with those keys: ``fractions`` (P,) in [0, 1], non-decreasing; ``curve`` (N, P) finite;
+        ``auc`` (N,) (default: trapezoid rule with the fractions rescaled to [0, 1]). The metrics
+        panel plots each kind for the selected image and the mean over the images, and adds
+        a "<kind> AUC" column to the table. See also :attr:`curves`.
     **params
         Initial values of the parameters: ``methods``, ``cmap``, ``opacity``, ``upsampling``,
         ``fade``, ``selected``, ``show_mask``.
 
     Attributes
     ----------
-    selected, page, methods, cmap, opacity, upsampling, fade, show_mask
+    selected, page, methods, cmap, opacity, upsampling, fade, show_mask, selected_method
         The state (``param`` parameters, watchable); widgets and clicks change them, and so can code.
+        ``selected_method`` (None or a method) is the method highlighted in the metrics panel.
     """
 
     selected = param.Integer(default=0, bounds=(0, None), doc="Index of the image in the detail view.")
@@ -617,6 +236,13 @@ class AttributionViewer(Viewer):
         doc="Fade each map pixel by its distance from 0 (|value| / s), so the image shows where the map is near 0.",
     )
 
+    selected_method = param.Selector(
+        default=None,
+        objects=[None],
+        allow_None=True,
+        doc="The method whose curves the metrics panel highlights (None: all alike).",
+    )
+
     def __init__(
         self,
         images: torch.Tensor,
@@ -633,6 +259,7 @@ class AttributionViewer(Viewer):
         clip_percentile: float = 99.5,
         payload_size: int = 64,
         title: str = "Attribution maps",
+        curves: Mapping[str, Mapping[str, Any]] | None = None,
         **params: Any,
     ):
         ensure_extension()
@@ -686,7 +313,9 @@ class AttributionViewer(Viewer):
                 raise ValueError(
                     f"{name}: class index {int(arr.max())} is out of range for {len(self.class_names)} class_names"
                 )
-        self._metrics = _check_metrics(metrics, self.method_names, self.n)
+        self._metrics = check_metrics(metrics, self.method_names, self.n)
+        self._curves = check_curves(curves, self.method_names, self.n)
+        self.colors = method_colors(self.method_names)
         self.max_rows, self.cell_size, self.detail_size = int(max_rows), int(cell_size), int(detail_size)
         self.payload_size, self.clip_percentile = int(payload_size), float(clip_percentile)
         self.title = str(title)
@@ -694,9 +323,13 @@ class AttributionViewer(Viewer):
 
         methods = params.pop("methods", None)
         selected = params.pop("selected", 0)
+        selected_method = params.pop("selected_method", None)
         super().__init__(**params)
         self.param.methods.objects = list(self.method_names)
         self.param.methods.check_on_set = True  # unknown method names fail
+        self.param.selected_method.objects = [None, *self.method_names]
+        self.param.selected_method.check_on_set = True
+        self.select_method(selected_method)
         self.param.selected.bounds = (0, self.n - 1)
         self.param.page.bounds = (0, self.n_pages - 1)
         self.methods = list(self.method_names) if methods is None else list(methods)
@@ -709,6 +342,7 @@ class AttributionViewer(Viewer):
         self.param.watch(self._on_page, ["page"])
         self.param.watch(self._on_selected, ["selected"])
         self.param.watch(self._render_detail, ["show_mask"])
+        self.param.watch(self._render_metrics, ["selected_method"])
 
     # ------------------------------------------------------------------ public state
     @property
@@ -735,8 +369,27 @@ class AttributionViewer(Viewer):
 
     @metrics.setter
     def metrics(self, value: Mapping[str, Mapping[str, Any]] | None) -> None:
-        self._metrics = _check_metrics(value, self.method_names, self.n)
+        self._metrics = check_metrics(value, self.method_names, self.n)
+        self._render_columns()  # the room the panel needs
         self._render_metrics()
+
+    @property
+    def curves(self) -> dict[str, dict[str, Curves]]:
+        """``{method: {kind: Curves}}`` plotted in the metrics panel (validated: NumPy ``fractions``
+        (P,), ``curve`` (N, P), ``auc`` (N,)); assign ``{method: {kind: curves}}`` to replace."""
+        return {m: dict(k) for m, k in self._curves.items()}
+
+    @curves.setter
+    def curves(self, value: Mapping[str, Mapping[str, Any]] | None) -> None:
+        self._curves = check_curves(value, self.method_names, self.n)
+        self._render_columns()
+        self._render_metrics()
+
+    def select_method(self, method: str | None) -> None:
+        """Highlight ``method``'s curves (and its row) in the metrics panel; None shows all alike."""
+        if method is not None and method not in self.maps:
+            raise ValueError(f"select_method: unknown method {method!r}; the methods are {self.method_names}")
+        self.selected_method = method
 
     def select(self, index: int) -> None:
         """Show image ``index`` (0 <= index < N) in the detail view (and its page in the grid)."""
@@ -914,9 +567,14 @@ class AttributionViewer(Viewer):
         self._detail_info = LiveHTML(
             object="", stylesheets=[_CSS], margin=(0, 0, 6, 0), css_classes=["wb-detail-pane"]
         )
-        self._metrics_pane = LiveHTML(
-            object="", stylesheets=[_CSS], margin=(8, 0, 0, 0), css_classes=["wb-metrics-pane"]
+        self._metrics_pane = ActionHTML(
+            object="", stylesheets=[METRICS_CSS], margin=(8, 0, 0, 0), css_classes=["wb-metrics-pane"]
         )
+        self._metrics_pane.on_action(
+            lambda action, value: self._on_pick(value) if action == "method" else None
+        )
+        for view in (self._grid, self._detail_view):
+            view.on_pick(self._on_pick)
         kinds = sorted({"signed" if s else "unsigned" for s in self.signed.values()})
         summary = (
             f"{self.n} images \u00b7 {self.image_hw[0]}\u00d7{self.image_hw[1]} px \u00b7"
@@ -996,7 +654,8 @@ class AttributionViewer(Viewer):
         self._grid.width = (k + 1) * (self.cell_size + 6) + 24
         per_line = min(k + 1, 4)
         self._detail_view.width = per_line * (self.detail_size + 14) + 4
-        self._detail.width = self._detail_view.width + 24
+        kinds = len(curve_kinds(self._curves, self.shown_methods))
+        self._detail.width = max(self._detail_view.width, plots_width(kinds) if kinds else 0) + 24
         return {"columns": cols, "luts": luts}
 
     def _render_grid(self, columns: dict[str, Any] | None = None) -> None:
@@ -1033,46 +692,18 @@ class AttributionViewer(Viewer):
         )
         self._render_metrics()
 
-    def _render_metrics(self) -> None:
-        """The metrics table (a placeholder for a fuller metrics panel: table + curves per method)."""
-        rows = [m for m in self.shown_methods if m in self._metrics]
-        if not rows:
-            self._metrics_pane.object = ""
-            self._metrics_pane.visible = False
-            return
-        names: list[str] = []
-        for m in rows:
-            names += [k for k in self._metrics[m] if k not in names]
-        i = self.selected
-        esc = html.escape
-        per_image = False
-        head = '<th class="wb-method">method</th>' + "".join(f"<th>{esc(k)}</th>" for k in names)
-        body = []
-        for m in rows:
-            cells = [f'<td class="wb-method">{esc(m)}</td>']
-            for k in names:
-                v = self._metrics[m].get(k)
-                if v is None:
-                    cells.append("<td>\u2013</td>")
-                elif isinstance(v, np.ndarray):
-                    per_image = True
-                    cells.append(
-                        f'<td title="image #{i}; mean over the {self.n} images in grey">{_fmt(float(v[i]))}'
-                        f'<span class="wb-mean">({_fmt(float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"))})</span></td>'
-                    )
-                else:
-                    cells.append(f"<td>{_fmt(v)}</td>")
-            body.append(f'<tr data-method="{esc(m)}">{"".join(cells)}</tr>')
-        note = (
-            f'<div class="wb-note">Per-image metrics: image #{i}, mean over all {self.n} images in brackets.</div>'
-            if per_image
-            else ""
-        )
-        self._metrics_pane.object = (
-            f'<div class="wb-metrics" data-index="{i}"><div class="wb-section">Metrics</div>'
-            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}</div>"
-        )
-        self._metrics_pane.visible = True
+    def _render_metrics(self, *_events: Any) -> None:
+        """The metrics panel: the table and the curves of the shown methods for the selected image."""
+        html_ = metrics_html(
+            self._metrics, self._curves, self.shown_methods, self.colors, self.selected, self.n,
+            self.selected_method,
+        )  # fmt: skip
+        self._metrics_pane.object = html_
+        self._metrics_pane.visible = bool(html_)
+        pickable = any(m in self._metrics or m in self._curves for m in self.method_names)
+        focus = self.selected_method or ""
+        for view in (self._grid, self._detail_view):
+            view.param.update(pickable=pickable, focus=focus)
 
     # ------------------------------------------------------------------ callbacks
     def _on_methods(self, *_events: Any) -> None:
@@ -1102,6 +733,11 @@ class AttributionViewer(Viewer):
             self.page = page
         self._grid.selected = self.selected
         self._render_detail()
+
+    def _on_pick(self, method: str) -> None:
+        """A click on a method (metrics row, legend, curve, column title): select it, or unselect it."""
+        if method in self.maps:
+            self.selected_method = None if method == self.selected_method else method
 
     def _on_grid_click(self, event: Any) -> None:
         if event.new is not None and 0 <= event.new < self.n and event.new != self.selected:

@@ -1,0 +1,553 @@
+"""The metrics panel of the AttributionViewer: a table per method and deletion / insertion curves.
+
+The viewer receives the scores and the curves (it computes neither): ``metrics={method: {metric:
+value}}`` (one number, or one per image) and ``curves={method: {kind: curves}}``, with ``kind``
+usually "deletion" and "insertion" and the curves a
+:class:`~workbench.metrics.causal_fidelity.CausalFidelity` (or ``(fractions, curve[, auc])``).
+The panel is one HTML fragment, rendered here in Python (so it is testable without a browser) and
+drawn by :class:`ActionHTML`: the curves are inline SVG polylines, one small plot per kind for the
+selected image and one for the mean over the images. Clicking a method (its row, its legend entry or
+its curve) sends an action back to Python, which highlights that method's curves.
+
+:class:`ActionHTML` is also what :class:`~workbench.widgets.metrics_board.MetricsBoard` draws with.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import param
+import torch
+from panel.custom import JSComponent
+
+#: Colours of the methods (d3's category10), by position in the viewer's methods.
+METHOD_COLORS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+#: Curve kinds whose area under the curve is better when lower (deletion: the score should fall fast).
+LOWER_IS_BETTER = frozenset({"deletion"})
+_KIND_ORDER = ("deletion", "insertion")
+_X_LABEL = {"deletion": "fraction of pixels removed", "insertion": "fraction of pixels inserted"}
+_PLOT_W, _PLOT_H = 250, 150
+_PAD_L, _PAD_R, _PAD_T, _PAD_B = 34, 8, 8, 30
+
+_FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif'
+METRICS_CSS = f"""
+:host {{ --wb-accent: #1565c0; --wb-muted: #5f6368; }}
+.wb-metrics, .wb-curves {{ font-family: {_FONT}; font-size: 12px; color: #202124; }}
+.wb-metrics .wb-section, .wb-curves .wb-section {{ font-weight: 600; font-size: 13px; margin: 2px 0 4px 0; }}
+.wb-section .wb-hint {{ font-weight: 400; color: #80868b; font-size: 11px; margin-left: 6px; }}
+.wb-metrics .wb-note {{ color: var(--wb-muted); font-size: 11px; margin-top: 3px; }}
+.wb-metrics table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
+.wb-metrics th, .wb-metrics td {{ padding: 3px 10px; border-bottom: 1px solid #e8eaed; text-align: right; }}
+.wb-metrics th {{ font-weight: 500; color: var(--wb-muted); }}
+.wb-metrics th.wb-method, .wb-metrics td.wb-method {{ text-align: left; font-weight: 600; color: #202124; }}
+.wb-metrics td.wb-method {{ cursor: pointer; white-space: nowrap; }}
+.wb-metrics td.wb-method:hover {{ color: var(--wb-accent); }}
+.wb-metrics td.wb-focus, .wb-metrics tr:has(> td.wb-focus) > td {{ background: #e8f0fe; }}
+.wb-metrics .wb-mean {{ color: #9aa0a6; font-size: 11px; margin-left: 4px; }}
+.wb-swatch {{ display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px;
+  vertical-align: -1px; }}
+.wb-curves {{ margin-top: 10px; }}
+.wb-plots {{ display: grid; grid-template-columns: repeat(var(--wb-kinds, 2), {_PLOT_W}px); gap: 8px 16px; }}
+.wb-plot {{ margin: 0; }}
+.wb-plot figcaption {{ font-size: 12px; font-weight: 600; margin-bottom: 2px; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }}
+.wb-plot figcaption .wb-dir {{ display: block; font-weight: 400; color: var(--wb-muted); font-size: 11px; }}
+.wb-plot svg {{ display: block; overflow: visible; }}
+.wb-plot svg text {{ font-family: {_FONT}; font-size: 10px; fill: #5f6368; }}
+.wb-plot .wb-rule {{ stroke: #e8eaed; stroke-width: 1; }}
+.wb-plot .wb-axis {{ stroke: #9aa0a6; stroke-width: 1; }}
+.wb-plot polyline.wb-curve {{ fill: none; stroke-linejoin: round; stroke-linecap: round; cursor: pointer; }}
+.wb-legend {{ display: flex; flex-direction: column; gap: 1px; margin-top: 2px; font-size: 11px;
+  font-variant-numeric: tabular-nums; }}
+.wb-leg {{ display: flex; align-items: center; gap: 0; cursor: pointer; border-radius: 3px; padding: 0 3px;
+  white-space: nowrap; }}
+.wb-leg:hover {{ background: #f1f3f4; }}
+.wb-leg .wb-leg-name {{ overflow: hidden; text-overflow: ellipsis; max-width: 150px; }}
+.wb-leg .wb-auc {{ margin-left: auto; padding-left: 8px; color: #202124; }}
+.wb-leg.wb-faded {{ opacity: 0.5; }}
+.wb-leg.wb-focus {{ background: #e8f0fe; font-weight: 600; }}
+[data-action]:focus-visible {{ outline: 2px solid var(--wb-accent); outline-offset: 1px; }}
+"""
+
+
+class ActionHTML(JSComponent):
+    """An HTML fragment (like :class:`~workbench.widgets._common.LiveHTML`) whose clicks come back to Python.
+
+    A click (or Enter / Space) on an element with ``data-action="<name>"`` and ``data-value="<v>"``,
+    or on a table row ``<tr data-method="<m>">`` (action "method", value ``m``), sends
+    ``{"action": name, "value": v}`` to Python, where the callbacks registered with
+    :meth:`on_action` receive it. The HTML is inserted as is: escape text that does not come from
+    the widget itself.
+    """
+
+    object = param.String(default="", doc="The HTML to show.")
+
+    _esm = """
+    export function render({ model, el }) {
+      const root = document.createElement("div");
+      root.className = "wb-live-html wb-action-html";
+      const draw = () => { root.innerHTML = model.object; };
+      function send(ev) {
+        const t = ev.target.closest("[data-action]");
+        if (t && root.contains(t)) {
+          model.send_msg({ action: t.dataset.action, value: t.dataset.value ?? "" });
+          return true;
+        }
+        const tr = ev.target.closest("tr[data-method]");
+        if (tr && root.contains(tr)) { model.send_msg({ action: "method", value: tr.dataset.method }); return true; }
+        return false;
+      }
+      root.addEventListener("click", send);
+      root.addEventListener("keydown", (ev) => {
+        if ((ev.key === "Enter" || ev.key === " ") && ev.target.closest("[data-action]") && send(ev)) {
+          ev.preventDefault();
+        }
+      });
+      draw();
+      model.on("object", draw);
+      el.appendChild(root);
+    }
+    """
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self._action_callbacks: list[Callable[[str, str], None]] = []
+
+    def on_action(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(action, value)`` on every click of an element with a ``data-action``."""
+        self._action_callbacks.append(callback)
+
+    def _handle_msg(self, data: Any) -> None:
+        if not isinstance(data, Mapping) or "action" not in data:
+            return
+        action, value = str(data["action"]), str(data.get("value", ""))
+        for callback in list(self._action_callbacks):
+            callback(action, value)
+
+
+# ---------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Validated curves of one method and one kind, as float64 NumPy arrays.
+
+    Attributes
+    ----------
+    fractions : np.ndarray
+        (P,) x values in [0, 1], non-decreasing: the fraction of pixels removed or inserted.
+    curve : np.ndarray
+        (N, P) score of each image at each fraction.
+    auc : np.ndarray
+        (N,) area under each curve (given, or by the trapezoid rule with x rescaled to [0, 1]).
+    """
+
+    fractions: np.ndarray
+    curve: np.ndarray
+    auc: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(P,) the mean curve over the images."""
+        return self.curve.mean(0)
+
+    @property
+    def sem(self) -> np.ndarray:
+        """(P,) standard error of the mean curve (zeros for a single image)."""
+        n = self.curve.shape[0]
+        return self.curve.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(self.curve.shape[1])
+
+
+def _array(value: Any, where: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().double().numpy()
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: expected numbers, got {type(value).__name__}") from err
+
+
+def _nonfinite(arr: np.ndarray, where: str, what: str) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        rows = np.nonzero(bad.reshape(len(arr), -1).any(1) if arr.ndim > 1 else bad)[0].tolist()
+        kind = "NaN" if np.isnan(arr).any() else "infinite"
+        shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
+        raise ValueError(f"{where}: {kind} values in the {what} [{shown}]")
+
+
+def trapezoid_auc(fractions: np.ndarray, curve: np.ndarray) -> np.ndarray:
+    """(N,) area under each curve of ``curve`` (N, P) over ``fractions`` (P,) rescaled to [0, 1]
+    (the convention of :func:`~workbench.metrics.causal_fidelity.deletion`)."""
+    x = fractions - fractions[0]
+    span = x[-1]
+    if span <= 0:
+        return curve.mean(1)
+    x = x / span
+    return ((curve[:, 1:] + curve[:, :-1]) * np.diff(x)).sum(1) / 2
+
+
+def _check_one(value: Any, where: str, n: int) -> Curves:
+    auc = None
+    if all(hasattr(value, a) for a in ("fractions", "curve")):  # CausalFidelity, or alike
+        fractions, curve, auc = value.fractions, value.curve, getattr(value, "auc", None)
+    elif isinstance(value, Mapping):
+        missing = [k for k in ("fractions", "curve") if k not in value]
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {missing}; expected {{'fractions', 'curve'[, 'auc']}}")
+        fractions, curve, auc = value["fractions"], value["curve"], value.get("auc")
+    elif isinstance(value, tuple | list) and len(value) in (2, 3):
+        fractions, curve = value[0], value[1]
+        auc = value[2] if len(value) == 3 else None
+    else:
+        raise ValueError(
+            f"{where}: expected a CausalFidelity (deletion / insertion result), a tuple (fractions, curve"
+            f"[, auc]) or a dict with those keys, got {type(value).__name__}"
+        )
+    f = _array(fractions, f"{where} fractions")
+    c = _array(curve, f"{where} curve")
+    if f.ndim != 1 or f.size < 2:
+        raise ValueError(f"{where}: fractions must be 1-D with at least 2 points, got shape {f.shape}")
+    _nonfinite(f, where, "fractions at points")
+    if f[0] < 0 or f[-1] > 1 or (np.diff(f) < 0).any():
+        raise ValueError(
+            f"{where}: fractions must be non-decreasing values in [0, 1], got {np.round(f, 4).tolist()}"
+        )
+    if c.ndim != 2:
+        hint = " (one image? add a batch dimension with curve[None])" if c.ndim == 1 else ""
+        raise ValueError(f"{where}: expected curve of shape ({n}, {f.size}), got {c.shape}{hint}")
+    if c.shape[0] != n:
+        raise ValueError(f"{where}: expected {n} curves (one per image), got curve of shape {c.shape}")
+    if c.shape[1] != f.size:
+        raise ValueError(
+            f"{where}: mismatched lengths: each curve has {c.shape[1]} points but fractions has {f.size}"
+        )
+    _nonfinite(c, where, "curves of images")
+    if auc is None:
+        a = trapezoid_auc(f, c)
+    else:
+        a = _array(auc, f"{where} auc")
+        if a.shape != (n,):
+            raise ValueError(f"{where}: expected auc of shape ({n},) (one per image), got {a.shape}")
+        _nonfinite(a, where, "auc of images")
+    return Curves(fractions=f, curve=c, auc=a)
+
+
+def check_curves(curves: Any, methods: Sequence[str], n: int) -> dict[str, dict[str, Curves]]:
+    """Validate ``{method: {kind: curves}}`` (see :class:`~workbench.widgets.AttributionViewer`):
+    known methods, ``(N, P)`` finite curves matching their ``(P,)`` fractions in [0, 1]."""
+    if curves is None:
+        return {}
+    if not isinstance(curves, Mapping):
+        raise ValueError(
+            "curves: expected a dict {method: {'deletion': CausalFidelity or (fractions, curve), ...}},"
+            f" got {type(curves).__name__}"
+        )
+    out: dict[str, dict[str, Curves]] = {}
+    for method, kinds in curves.items():
+        if method not in methods:
+            raise ValueError(f"curves: unknown method {method!r}; the methods are {list(methods)}")
+        if not isinstance(kinds, Mapping):
+            raise ValueError(
+                f"curves[{method!r}]: expected a dict {{'deletion': ..., 'insertion': ...}}, got"
+                f" {type(kinds).__name__}"
+            )
+        out[method] = {}
+        for kind, value in kinds.items():
+            if not isinstance(kind, str) or not kind:
+                raise ValueError(f"curves[{method!r}]: curve kinds must be non-empty strings, got {kind!r}")
+            out[method][kind] = _check_one(value, f"curves[{method!r}][{kind!r}]", n)
+    return out
+
+
+def check_metrics(metrics: Any, methods: Sequence[str], n: int) -> dict[str, dict[str, Any]]:
+    """``{method: {metric: float or (N,) per-image values}}`` -> the same with floats / float arrays."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise ValueError(
+            f"metrics: expected a dict {{method: {{metric: value}}}}, got {type(metrics).__name__}"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for method, scores in metrics.items():
+        if method not in methods:
+            raise ValueError(f"metrics: unknown method {method!r}; the methods are {list(methods)}")
+        if not isinstance(scores, Mapping):
+            raise ValueError(
+                f"metrics[{method!r}]: expected a dict {{metric name: value}}, got {type(scores).__name__}"
+            )
+        out[method] = {}
+        for metric, value in scores.items():
+            where = f"metrics[{method!r}][{metric!r}]"
+            if isinstance(value, torch.Tensor):
+                value = value.detach().cpu().numpy()
+            try:
+                arr = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"{where}: expected a number or {n} per-image numbers, got {value!r}"
+                ) from err
+            if arr.ndim == 0:
+                out[method][str(metric)] = float(arr)
+            elif arr.shape == (n,):
+                out[method][str(metric)] = arr
+            else:
+                raise ValueError(
+                    f"{where}: expected a number or shape ({n},) (one per image), got shape {arr.shape}"
+                )
+    return out
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def fmt(v: float) -> str:
+    """Numbers as the browser shows them: 3 significant digits, exponent outside [1e-3, 1e4)."""
+    if not math.isfinite(v):
+        return "\u2013" if math.isnan(v) else str(v)
+    if v == 0:
+        return "0"
+    if 1e-3 <= abs(v) < 1e4:
+        return f"{float(f'{v:.3g}'):g}"
+    return f"{v:.2e}".replace("e-0", "e-").replace("e+0", "e+").replace("e-", "e\u2212")
+
+
+def method_colors(methods: Sequence[str]) -> dict[str, str]:
+    """A colour per method, by position (cycling through :data:`METHOD_COLORS`)."""
+    return {m: METHOD_COLORS[k % len(METHOD_COLORS)] for k, m in enumerate(methods)}
+
+
+def curve_kinds(curves: Mapping[str, Mapping[str, Curves]], methods: Sequence[str]) -> list[str]:
+    """The curve kinds of ``methods``: deletion, insertion, then any other, in order of appearance."""
+    seen: list[str] = []
+    for m in methods:
+        seen += [k for k in curves.get(m, {}) if k not in seen]
+    return [k for k in _KIND_ORDER if k in seen] + [k for k in seen if k not in _KIND_ORDER]
+
+
+def plots_width(n_kinds: int) -> int:
+    """Width in screen pixels of the curves section with ``n_kinds`` plots side by side."""
+    return n_kinds * _PLOT_W + max(0, n_kinds - 1) * 16
+
+
+def _direction(kind: str) -> str:
+    return "lower is better" if kind in LOWER_IS_BETTER else "higher is better"
+
+
+def _y_range(values: list[np.ndarray]) -> tuple[float, float]:
+    lo = min(float(v.min()) for v in values)
+    hi = max(float(v.max()) for v in values)
+    if lo >= 0 and hi <= 1:
+        return 0.0, 1.0  # probabilities: the full scale, so plots compare
+    if hi - lo < 1e-12:
+        return lo - 0.5, hi + 0.5
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
+
+
+def _points(x: np.ndarray, y: np.ndarray, ylim: tuple[float, float]) -> list[tuple[float, float]]:
+    w, h = _PLOT_W - _PAD_L - _PAD_R, _PLOT_H - _PAD_T - _PAD_B
+    lo, hi = ylim
+    px = _PAD_L + np.clip(x, 0, 1) * w
+    py = _PAD_T + (1 - (y - lo) / (hi - lo)) * h
+    return [(round(float(a), 1), round(float(b), 1)) for a, b in zip(px, py, strict=True)]
+
+
+def _pts(points: list[tuple[float, float]]) -> str:
+    return " ".join(f"{a:g},{b:g}" for a, b in points)
+
+
+def _plot(
+    kind: str,
+    scope: str,
+    caption: str,
+    series: list[dict[str, Any]],
+    ylim: tuple[float, float],
+    focus: str | None,
+) -> str:
+    """One SVG plot: ``series`` of ``{"method", "color", "x", "y", "auc", "band"}``."""
+    esc = html.escape
+    w, h = _PLOT_W, _PLOT_H
+    x0, x1, y0, y1 = _PAD_L, w - _PAD_R, _PAD_T, h - _PAD_B
+    lo, hi = ylim
+    parts = [
+        f'<svg class="wb-svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img"'
+        f' aria-label="{esc(kind)} curves, {esc(scope)}">'
+    ]
+    for t in (0.0, 0.5, 1.0):  # y rules and ticks
+        yv = lo + t * (hi - lo)
+        py = y1 - t * (y1 - y0)
+        parts.append(f'<line class="wb-rule" x1="{x0}" x2="{x1}" y1="{py:g}" y2="{py:g}"/>')
+        parts.append(f'<text x="{x0 - 4}" y="{py + 3:g}" text-anchor="end">{fmt(yv)}</text>')
+    for t in (0.0, 0.5, 1.0):  # x ticks
+        px = x0 + t * (x1 - x0)
+        parts.append(f'<text x="{px:g}" y="{y1 + 12}" text-anchor="middle">{fmt(t)}</text>')
+    parts.append(f'<line class="wb-axis" x1="{x0}" x2="{x1}" y1="{y1}" y2="{y1}"/>')
+    parts.append(f'<line class="wb-axis" x1="{x0}" x2="{x0}" y1="{y0}" y2="{y1}"/>')
+    parts.append(
+        f'<text x="{(x0 + x1) / 2:g}" y="{h - 3}" text-anchor="middle">{esc(_X_LABEL.get(kind, "fraction"))}</text>'
+    )
+    ordered = sorted(series, key=lambda s: s["method"] == focus)  # the focused method on top
+    for s in ordered:
+        on = focus is None or s["method"] == focus
+        pts = _points(s["x"], s["y"], ylim)
+        if s["method"] == focus:
+            base = _points(s["x"][::-1], np.full(len(s["x"]), max(lo, min(hi, 0.0))), ylim)
+            if s.get("band") is not None and np.any(s["band"] > 0):  # mean +- standard error
+                upper = _points(s["x"], np.clip(s["y"] + s["band"], lo, hi), ylim)
+                lower = _points(s["x"][::-1], np.clip(s["y"][::-1] - s["band"][::-1], lo, hi), ylim)
+                parts.append(
+                    f'<polygon class="wb-band" points="{_pts(upper + lower)}" fill="{s["color"]}"'
+                    ' fill-opacity="0.22" stroke="none"/>'
+                )
+            else:
+                parts.append(
+                    f'<polygon class="wb-area" points="{_pts(pts + base)}" fill="{s["color"]}"'
+                    ' fill-opacity="0.12" stroke="none"/>'
+                )
+        width, opacity = (3.0, 1.0) if s["method"] == focus else ((1.6, 0.9) if on else (1.2, 0.28))
+        cls = "wb-curve" + (" wb-focus" if s["method"] == focus else ("" if on else " wb-faded"))
+        m = esc(s["method"])
+        parts.append(
+            f'<polyline class="{cls}" data-method="{m}" data-kind="{esc(kind)}" data-scope="{esc(scope)}"'
+            f' data-action="method" data-value="{m}" points="{_pts(pts)}" stroke="{s["color"]}"'
+            f' stroke-width="{width:g}" stroke-opacity="{opacity:g}">'
+            f"<title>{m} \u00b7 {esc(kind)} AUC {fmt(s['auc'])}</title></polyline>"
+        )
+    parts.append("</svg>")
+    legend = []
+    for s in series:
+        state = "" if focus is None else (" wb-focus" if s["method"] == focus else " wb-faded")
+        m = esc(s["method"])
+        legend.append(
+            f'<div class="wb-leg{state}" data-action="method" data-value="{m}" data-method="{m}" role="button"'
+            f' tabindex="0" title="click to highlight {m}"><span class="wb-swatch" style="background:{s["color"]}">'
+            f'</span><span class="wb-leg-name">{m}</span><span class="wb-auc">AUC {fmt(s["auc"])}</span></div>'
+        )
+    return (
+        f'<figure class="wb-plot" data-kind="{esc(kind)}" data-scope="{esc(scope)}">'
+        f'<figcaption>{caption} <span class="wb-dir">AUC: {_direction(kind)}</span></figcaption>'
+        f'{"".join(parts)}<div class="wb-legend">{"".join(legend)}</div></figure>'
+    )
+
+
+def curves_html(
+    curves: Mapping[str, Mapping[str, Curves]],
+    methods: Sequence[str],
+    colors: Mapping[str, str],
+    index: int,
+    n: int,
+    focus: str | None,
+) -> str:
+    """The curves section: per kind, a plot for image ``index`` and one of the mean over ``n`` images."""
+    shown = [m for m in methods if m in curves]
+    kinds = curve_kinds(curves, shown)
+    if not kinds:
+        return ""
+    focus = focus if focus in shown else None
+    esc = html.escape
+    figures = []
+    for scope in ("image", "mean"):
+        for kind in kinds:
+            series = []
+            for m in shown:
+                c = curves[m].get(kind)
+                if c is None:
+                    continue
+                if scope == "image":
+                    y, auc, band = c.curve[index], float(c.auc[index]), None
+                else:
+                    y, auc, band = c.mean, float(c.auc.mean()), c.sem
+                series.append(
+                    {"method": m, "color": colors[m], "x": c.fractions, "y": y, "auc": auc, "band": band}
+                )
+            every = [curves[m][kind].curve for m in shown if kind in curves[m]]
+            ylim = _y_range(every)
+            title = esc(kind.capitalize())
+            caption = (
+                f"{title} \u00b7 image #{index}" if scope == "image" else f"{title} \u00b7 mean of {n} images"
+            )
+            figures.append(_plot(kind, scope, caption, series, ylim, focus))
+    hint = "click a method (row, legend, curve or column title) to highlight it"
+    if focus is not None:
+        hint = f"{esc(focus)} highlighted \u00b7 click it again to show all alike"
+    return (
+        f'<div class="wb-curves" data-index="{index}" data-selected-method="{esc(focus or "")}"'
+        f' data-kinds="{esc(",".join(kinds))}" style="--wb-kinds: {len(kinds)}">'
+        f'<div class="wb-section">Curves<span class="wb-hint">{hint}</span></div>'
+        f'<div class="wb-plots">{"".join(figures)}</div></div>'
+    )
+
+
+def metrics_html(
+    metrics: Mapping[str, Mapping[str, Any]],
+    curves: Mapping[str, Mapping[str, Curves]],
+    methods: Sequence[str],
+    colors: Mapping[str, str],
+    index: int,
+    n: int,
+    focus: str | None,
+) -> str:
+    """The whole panel for image ``index``: the table of ``methods`` with metrics (their values, and
+    each curve kind's AUC), then the curves; "" when no shown method has either."""
+    rows = [m for m in methods if m in metrics or m in curves]
+    if not rows:
+        return ""
+    focus = focus if focus in rows else None
+    names: list[str] = []
+    for m in rows:
+        names += [k for k in metrics.get(m, {}) if k not in names]
+    kinds = curve_kinds(curves, rows)
+    auc_cols = [(k, f"{k} AUC") for k in kinds if f"{k} AUC" not in names]
+    esc = html.escape
+    per_image = False
+
+    def cell(v: Any) -> str:
+        nonlocal per_image
+        if v is None:
+            return "<td>\u2013</td>"
+        if isinstance(v, np.ndarray):
+            per_image = True
+            mean = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+            return (
+                f'<td title="image #{index}; mean over the {n} images in grey">{fmt(float(v[index]))}'
+                f'<span class="wb-mean">({fmt(mean)})</span></td>'
+            )
+        return f"<td>{fmt(v)}</td>"
+
+    arrow = {True: " \u2193", False: " \u2191"}
+    head = '<th class="wb-method">method</th>' + "".join(f"<th>{esc(k)}</th>" for k in names)
+    head += "".join(
+        f'<th title="area under the {esc(k)} curve; {_direction(k)}">{esc(label)}{arrow[k in LOWER_IS_BETTER]}</th>'
+        for k, label in auc_cols
+    )
+    body = []
+    for m in rows:
+        on = " wb-focus" if m == focus else ""
+        cells = [
+            f'<td class="wb-method{on}" data-action="method" data-value="{esc(m)}" role="button" tabindex="0"'
+            f' aria-pressed="{"true" if m == focus else "false"}" title="click to highlight its curves">'
+            f'<span class="wb-swatch" style="background:{colors[m]}"></span>{esc(m)}</td>'
+        ]
+        cells += [cell(metrics.get(m, {}).get(k)) for k in names]
+        cells += [cell(curves[m][k].auc if k in curves.get(m, {}) else None) for k, _ in auc_cols]
+        body.append(f'<tr data-method="{esc(m)}">{"".join(cells)}</tr>')
+    note = (
+        f'<div class="wb-note">Per-image metrics: image #{index}, mean over all {n} images in brackets.</div>'
+        if per_image
+        else ""
+    )
+    table = (
+        f'<div class="wb-metrics" data-index="{index}" data-selected-method="{esc(focus or "")}">'
+        '<div class="wb-section">Metrics</div>'
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}</div>"
+    )
+    return table + curves_html(curves, rows, colors, index, n, focus)
