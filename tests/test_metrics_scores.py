@@ -174,7 +174,9 @@ def test_mufidelity_with_named_and_mask_aware_baselines():
     y = torch.tensor([0, 1, 2])
     w = model.linear.weight.detach().view(4, 3, 18, 18)[y]
     centred = (w * (x - x.mean((2, 3), keepdim=True))).sum(1)
-    torch.testing.assert_close(mufidelity(model, x, y, centred, baseline="mean"), torch.ones(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        mufidelity(model, x, y, centred, baseline="mean"), torch.ones(3), atol=1e-5, rtol=0
+    )
     road = mufidelity(model, x, y, centred, baseline="road", n_samples=20)
     assert bool(torch.isfinite(road).all())
     torch.testing.assert_close(road, mufidelity(model, x, y, centred, baseline="road", n_samples=20))
