@@ -9,6 +9,8 @@ inputs, and knows no attribution method: methods are passed in as ``explain(mode
 - Robustness: :func:`average_stability` (Bhatt et al. 2020).
 - Sanity checks: :func:`model_randomization` (Adebayo et al. 2018), :func:`random_logit` (Sixt et
   al. 2020).
+- Algorithmic stability: :func:`mege_reco` (Fel et al. 2022), on models trained on k folds
+  (:func:`workbench.training.train_fold_models`).
 - Similarity of maps: :func:`map_spearman`, :func:`ssim`.
 - Baselines (:mod:`workbench.metrics.baselines`: zero, mean, uniform, blur, local_mean, scramble, ROAD,
   any callable or image) and their effects (Picard et al. 2025): :func:`information_removal`,
@@ -27,6 +29,7 @@ from workbench.metrics.complexity import complexity, sparseness
 from workbench.metrics.input_sensitivity import average_stability
 from workbench.metrics.localization import energy_in_mask, mask_auc, pointing_game
 from workbench.metrics.map_similarity import map_spearman, ssim
+from workbench.metrics.mege_reco import MeGeReCo, mege_reco, spearman_distance
 from workbench.metrics.mufidelity import mufidelity
 from workbench.metrics.sanity_checks import RandomizationResult, model_randomization, random_logit
 
@@ -34,6 +37,7 @@ __all__ = [
     "BASELINES",
     "BaselineStudy",
     "CausalFidelity",
+    "MeGeReCo",
     "RandomizationResult",
     "average_stability",
     "baseline_study",
@@ -46,11 +50,13 @@ __all__ = [
     "list_baselines",
     "map_spearman",
     "mask_auc",
+    "mege_reco",
     "model_randomization",
     "mufidelity",
     "ood_distance",
     "pointing_game",
     "random_logit",
     "sparseness",
+    "spearman_distance",
     "ssim",
 ]
