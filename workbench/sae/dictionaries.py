@@ -109,6 +109,10 @@ class TopKSAE(_LinearEncoderSAE):
     alone. ``k`` may be changed after training (an attribute). ``TopK(ReLU(pre))`` equals
     ``ReLU(TopK(pre))``: the order does not matter because ReLU is monotone.
 
+    Dead atoms get a gradient through the auxiliary loss of Gao et al. (their appendix A.2), which the
+    trainer adds when some atoms are dead (:meth:`aux_loss`): the ``k_aux`` largest pre-activations of
+    the dead atoms reconstruct the residual ``x - x_hat``, scaled by the residual's variance.
+
     Parameters
     ----------
     d, n_atoms
@@ -117,11 +121,40 @@ class TopKSAE(_LinearEncoderSAE):
         Number of non-zero codes per input, 1 <= k <= n_atoms.
     seed
         Seed of the initialisation.
+    k_aux
+        Dead atoms used by the auxiliary loss; default ``min(n_atoms, max(2 k, d // 2))`` (Gao et al.
+        use d / 2).
+    aux_coeff
+        Weight of the auxiliary loss (1/32 in Gao et al.).
     """
 
-    def __init__(self, d: int, n_atoms: int, k: int, seed: int = 0):
+    def __init__(
+        self, d: int, n_atoms: int, k: int, seed: int = 0, k_aux: int | None = None, aux_coeff: float = 1 / 32
+    ):
         super().__init__(d, n_atoms, seed)
         self.k = check_k(k, n_atoms)
+        self.k_aux = check_k(min(n_atoms, max(2 * k, d // 2)) if k_aux is None else k_aux, n_atoms)
+        if not aux_coeff >= 0:
+            raise ValueError(f"aux_coeff: expected a number >= 0, got {aux_coeff!r}")
+        self.aux_coeff = float(aux_coeff)
+
+    def aux_loss(
+        self, x: torch.Tensor, codes: torch.Tensor, x_hat: torch.Tensor, dead_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """TopK-aux (Gao et al. 2024, appendix A.2): ``aux_coeff * ||e - e_hat||^2 / ||e - mean e||^2`` with
+        ``e = x - x_hat`` (detached) and ``e_hat`` decoded (without bias) from the ``k_aux`` largest
+        pre-activations among the dead atoms. Zero when no atom is dead (no host synchronisation).
+
+        The pre-activations are used without the ReLU: an atom is usually dead because its
+        pre-activations went negative, and a ReLU there would give it no gradient either."""
+        residual = (x - x_hat).detach()
+        pre = self.pre_codes(x).masked_fill(~dead_mask, float("-inf"))
+        top = torch.topk(pre, min(self.k_aux, self.n_atoms), dim=1)
+        top_values = torch.where(torch.isfinite(top.values), top.values, torch.zeros_like(top.values))
+        aux_codes = torch.zeros_like(pre).scatter(1, top.indices, top_values)
+        estimate = aux_codes @ self.dictionary
+        scale = (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-12)
+        return self.aux_coeff * (estimate - residual).pow(2).sum() / scale
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         k = check_k(self.k, self.n_atoms)

@@ -5,14 +5,18 @@ Widgets receive results (images, predictions, maps, concepts); they never train 
 """
 
 from workbench.widgets._common import ensure_extension
+from workbench.widgets.atom_browser import AtomBrowser
 from workbench.widgets.attribution_viewer import AttributionViewer
+from workbench.widgets.blindspot_comparer import BlindspotComparer
 from workbench.widgets.dataset_viewer import DatasetViewer
 from workbench.widgets.metrics_board import MetricsBoard
 
 ensure_extension()
 
 __all__ = [
+    "AtomBrowser",
     "AttributionViewer",
+    "BlindspotComparer",
     "DatasetViewer",
     "MetricsBoard",
     "ensure_extension",

@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -428,3 +429,204 @@ def paging_controls(previous_page, next_page, css: str):
         buttons.append(button)
     info = LiveHTML(object="", stylesheets=[css], margin=(5, 8), css_classes=["wb-pageinfo-pane"])
     return buttons[0], buttons[1], info
+
+
+# ---------------------------------------------------------------- sparse dictionaries (AtomBrowser, BlindspotComparer)
+
+#: Colormap of atom heatmaps (sequential: codes are >= 0 for every dictionary but matching pursuit).
+ATOM_CMAP = "inferno"
+
+
+def _square_side(n: int) -> int | None:
+    s = int(round(math.sqrt(n)))
+    return s if s * s == n and s > 0 else None
+
+
+class ActivationRows:
+    """Activations of N images as rows, image after image: ``(N * rows_per_image, d)``.
+
+    Accepts an :class:`~workbench.data.ActivationStore` (rows read lazily, a few images at a time), a
+    CNN map (N, C, H, W) (rows ordered image, h, w: the store's ``pooling="none"`` layout), tokens
+    (N, T, C), or rows (R, d) with ``rows_per_image``. ``grid`` is the (h, w) layout of an image's rows
+    when they form a map: a square number of rows, or a square after a leading class token (``skip``
+    = 1); None otherwise (pooled rows, odd token counts), and heatmaps are then not drawn.
+
+    Parameters
+    ----------
+    acts
+        The activations, as above.
+    rows_per_image
+        Rows per image for 2-D ``acts`` (default: R / ``n_images`` when that is given, else 1).
+    n_images
+        Expected number of images (checked).
+    name
+        Name of the argument in error messages.
+    """
+
+    def __init__(self, acts: Any, rows_per_image: int | None = None, n_images: int | None = None,
+                 name: str = "acts"):  # fmt: skip
+        self.store = None
+        grid = None
+        if hasattr(acts, "rows_per_image") and hasattr(acts, "shape") and not isinstance(acts, torch.Tensor):
+            self.store = acts
+            rpi, (rows, d) = int(acts.rows_per_image), acts.shape
+            self.tensor = None
+        else:
+            if isinstance(acts, np.ndarray):
+                acts = torch.from_numpy(acts)
+            if not isinstance(acts, torch.Tensor) or acts.ndim not in (2, 3, 4):
+                shape = tuple(acts.shape) if isinstance(acts, torch.Tensor) else type(acts).__name__
+                raise ValueError(f"{name}: expected an ActivationStore, a map (N, C, H, W), tokens (N, T, C) or"
+                                 f" rows (R, d), got {shape}")  # fmt: skip
+            if acts.ndim == 4:
+                grid, rpi = (acts.shape[2], acts.shape[3]), acts.shape[2] * acts.shape[3]
+                acts = acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1])
+            elif acts.ndim == 3:
+                rpi = acts.shape[1]
+                acts = acts.reshape(-1, acts.shape[2])
+            else:
+                if rows_per_image is None:
+                    rows_per_image = acts.shape[0] // n_images if n_images else 1
+                rpi = int(rows_per_image)
+            self.tensor = acts.detach()
+            rows, d = acts.shape
+        if rpi < 1 or rows % rpi:
+            raise ValueError(f"{name}: {rows} rows are not a whole number of images of {rpi} rows each")
+        self.rows_per_image, self.d, self.n_images = rpi, int(d), rows // rpi
+        if n_images is not None and self.n_images != n_images:
+            raise ValueError(f"{name}: activations of {self.n_images} images ({rows} rows of {rpi} per image),"
+                             f" but {n_images} images were given")  # fmt: skip
+        self.skip = 0
+        if grid is None and rpi > 1:
+            for skip in (0, 1):
+                side = _square_side(rpi - skip)
+                if side:
+                    grid, self.skip = (side, side), skip
+                    break
+        self.grid = grid
+
+    def get(self, lo: int, hi: int) -> torch.Tensor:
+        """The rows of images ``lo..hi-1`` as float32 (n * rows_per_image, d)."""
+        a, b = lo * self.rows_per_image, hi * self.rows_per_image
+        rows = self.store[a:b] if self.store is not None else self.tensor[a:b]
+        return rows.float()
+
+    def image_batches(self, batch_rows: int = 4096) -> Iterator[tuple[int, int]]:
+        """(lo, hi) image ranges of about ``batch_rows`` rows (whole images)."""
+        step = max(1, batch_rows // self.rows_per_image)
+        for lo in range(0, self.n_images, step):
+            yield lo, min(self.n_images, lo + step)
+
+
+def module_device_of(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU when it has none)."""
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def encode_rows(sae: torch.nn.Module, rows: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Codes (R, n_atoms) of rows (R, d), in eval mode (the module's mode is restored), on the CPU."""
+    was_training, device = sae.training, module_device_of(sae)
+    sae.eval()
+    try:
+        out = [
+            sae.encode(rows[s : s + batch_size].to(device)).float().cpu()
+            for s in range(0, len(rows), batch_size)
+        ]
+    finally:
+        sae.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, sae.n_atoms)
+
+
+def token_map(values: torch.Tensor | np.ndarray, grid: tuple[int, int], skip: int = 0) -> np.ndarray:
+    """One image's per-row values (rows_per_image,) laid out as its (h, w) grid (a class token skipped)."""
+    v = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    return v[skip:].reshape(grid).astype(np.float32)
+
+
+def crop_box(
+    token: int, grid: tuple[int, int], hw: tuple[int, int], frac: float = 0.5
+) -> tuple[int, int, int, int]:
+    """A square box ``(y0, x0, y1, x1)`` of side ``frac`` of the image around the centre of a grid cell,
+    moved inside the image."""
+    (gh, gw), (h, w) = grid, hw
+    r, c = divmod(int(token), gw)
+    cy, cx = (r + 0.5) * h / gh, (c + 0.5) * w / gw
+    sh, sw = max(1, round(frac * h)), max(1, round(frac * w))
+    y0 = int(min(max(0, round(cy - sh / 2)), h - sh))
+    x0 = int(min(max(0, round(cx - sw / 2)), w - sw))
+    return y0, x0, y0 + sh, x0 + sw
+
+
+def draw_box(rgb: np.ndarray, box: tuple[int, int, int, int], scale: int = 1) -> np.ndarray:
+    """A copy of ``rgb`` (H, W, 3) uint8 with a white box and a dark outline (``box`` in unscaled pixels)."""
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    y0, x0, y1, x1 = (v * scale for v in box)
+    y1, x1 = min(h, y1) - 1, min(w, x1) - 1
+    for t, color in ((0, (255, 255, 255)), (1, (0, 0, 0))):
+        a0, b0, a1, b1 = y0 + t, x0 + t, y1 - t, x1 - t
+        if a1 <= a0 or b1 <= b0:
+            continue
+        out[a0, b0 : b1 + 1] = out[a1, b0 : b1 + 1] = color
+        out[a0 : a1 + 1, b0] = out[a0 : a1 + 1, b1] = color
+    return out
+
+
+def heat_tile(
+    image: torch.Tensor, amap: np.ndarray | None, opacity: float, vmax: float, size: int = 96,
+    box: tuple[int, int, int, int] | None = None,
+) -> str:  # fmt: skip
+    """Data URI of an image with an atom heatmap over it (:data:`ATOM_CMAP`, range [0, ``vmax``], faded where
+    the atom is off) and an optional crop box, resized so its longer side is ``size``."""
+    h, w = image.shape[-2:]
+    scale = max(1, int(math.ceil(size / max(h, w))))
+    if amap is None:
+        rgb = to_rgb_uint8(image)
+    else:
+        rgb = map_overlay(
+            image, amap, cmap=ATOM_CMAP, opacity=opacity, vmin=0.0, vmax=max(vmax, 1e-12), fade=True
+        )
+    rgb = rgb.repeat(scale, 0).repeat(scale, 1)
+    if box is not None:
+        rgb = draw_box(rgb, box, scale)
+    return png_data_uri(rgb, size=size)
+
+
+def crop_tile(image: torch.Tensor, box: tuple[int, int, int, int], size: int = 96) -> str:
+    """Data URI of the region ``box`` of an image (3, H, W), upscaled to ``size`` (nearest neighbour)."""
+    y0, x0, y1, x1 = box
+    return png_data_uri(to_rgb_uint8(image[:, y0:y1, x0:x1]), size=size)
+
+
+def svg_histogram(
+    counts: Sequence[float], lo: float, hi: float, width: int = 300, height: int = 110, label: str = "",
+    color: str = "#1565c0",
+) -> str:  # fmt: skip
+    """An inline SVG bar chart of ``counts`` over equal bins of [lo, hi], with the axis ends and max count."""
+    from workbench.widgets.metrics_panel import fmt
+
+    c = np.asarray(counts, np.float64)
+    pl, pr, pt, pb = 34, 8, 6, 30
+    iw, ih = width - pl - pr, height - pt - pb
+    top = c.max() if c.size and c.max() > 0 else 1.0
+    bw = iw / max(1, c.size)
+    bars = "".join(
+        f'<rect x="{pl + k * bw + 0.5:.1f}" y="{pt + ih - v / top * ih:.1f}" width="{max(0.5, bw - 1):.1f}"'
+        f' height="{v / top * ih:.1f}" fill="{color}"><title>{fmt(lo + k * (hi - lo) / c.size)}'
+        f"\u2013{fmt(lo + (k + 1) * (hi - lo) / c.size)}: {int(v)}</title></rect>"
+        for k, v in enumerate(c)
+    )
+    return (
+        f'<svg class="wb-hist" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img"'
+        f' aria-label="{html.escape(label or "histogram")}">'
+        f'<line x1="{pl}" y1="{pt + ih}" x2="{pl + iw}" y2="{pt + ih}" stroke="#9aa0a6"/>'
+        f'<line x1="{pl}" y1="{pt}" x2="{pl}" y2="{pt + ih}" stroke="#9aa0a6"/>{bars}'
+        f'<text x="{pl - 4}" y="{pt + 8}" text-anchor="end">{int(top)}</text>'
+        f'<text x="{pl - 4}" y="{pt + ih}" text-anchor="end">0</text>'
+        f'<text x="{pl}" y="{pt + ih + 13}" text-anchor="start">{fmt(lo)}</text>'
+        f'<text x="{pl + iw}" y="{pt + ih + 13}" text-anchor="end">{fmt(hi)}</text>'
+        f'<text x="{pl + iw / 2}" y="{pt + ih + 26}" text-anchor="middle">{html.escape(label)}</text></svg>'
+    )

@@ -1,0 +1,76 @@
+"""A `panel serve` app showing the AtomBrowser on a tiny RA-SAE, for the browser tests (and by hand).
+
+    panel serve tests/browser/apps/atom_browser_app.py --address 127.0.0.1 --port 5006
+
+The activations are those of ``zoo:resnet_shapes`` at ``layer3`` (8 x 8 tokens per image) on
+PlantedShapes images, written to an ActivationStore (``pooling="none"``) in a temporary folder; the
+dictionary is an RA-SAE on k-means candidates, fitted here with a short Adam loop (``sae.loss``, then
+``sae.constrain()``), and a second TopK run gives the stability score. The model gives the class
+directions of the importance. A line under the browser shows the atom selected on the Python side.
+
+Environment variables (all optional): WB_APP_N (images, default 96), WB_APP_SEED (default 0).
+"""
+
+import os
+import tempfile
+
+import torch
+
+N = int(os.environ.get("WB_APP_N", "96"))
+SEED = int(os.environ.get("WB_APP_SEED", "0"))
+N_ATOMS = 40
+
+
+def fit(sae, X, steps=300, batch_size=256, lr=3e-3, seed=0):
+    """A local training loop: Adam, ``sae.loss``, then ``sae.constrain()`` after each step."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=lr)
+    sae.train()
+    for _ in range(steps):
+        x = X[torch.randint(X.shape[0], (batch_size,), generator=g)]
+        codes, x_hat = sae(x)
+        loss = sae.loss(x, codes, x_hat)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sae.constrain()
+    return sae.eval()
+
+
+def build(n: int = N, seed: int = SEED, path: str | None = None):
+    """``(browser, data, store)``: the AtomBrowser of the app, on ``n`` images."""
+    from workbench.data import extract_activations, planted_shapes
+    from workbench.models import load_model
+    from workbench.sae import RASAE, TopKSAE, kmeans
+    from workbench.widgets import AtomBrowser
+
+    torch.manual_seed(seed)
+    model = load_model("zoo:resnet_shapes")
+    data = planted_shapes(n, size=64, seed=seed)
+    path = path or tempfile.mkdtemp(prefix="wb-atom-browser-")
+    store = extract_activations(model, "layer3", data.images, os.path.join(path, "layer3"), pooling="none",
+                                labels=data.labels, progress=False)  # fmt: skip
+    X = store.to_tensor()
+    sae = fit(RASAE(X.shape[1], N_ATOMS, kmeans(X, 2 * N_ATOMS, seed=seed), k=4, seed=seed), X)
+    other = fit(TopKSAE(X.shape[1], N_ATOMS, k=4, seed=seed + 1), X, seed=seed + 1)
+    browser = AtomBrowser(sae, store, data.images, model=model, class_names=data.class_names, runs=[other],
+                          page_size=12, columns=4, top_k=5, n_quantiles=4, title=f"RA-SAE atoms of layer3 on {n} images")  # fmt: skip
+    return browser, data, store
+
+
+if __name__.startswith("bokeh"):  # run by `panel serve`
+    torch.set_num_threads(1)
+    import panel as pn
+
+    from workbench.widgets._common import LiveHTML
+
+    browser, _data, _store = build()
+    status = LiveHTML(object="", margin=(5, 10))
+
+    def show(atom):
+        status.object = (f'<div class="wb-status" data-selected="{"" if atom is None else atom}" style="font: 13px'
+                         f' system-ui, sans-serif; color: #5f6368">Selected in Python: <b>{atom}</b></div>')  # fmt: skip
+
+    browser.on_select(show)
+    show(browser.selected)
+    pn.Column(browser, status, sizing_mode="stretch_width").servable(title="AtomBrowser")

@@ -1,0 +1,751 @@
+"""AtomBrowser: page through the atoms of a sparse dictionary and inspect one atom at a time.
+
+The browser receives a trained dictionary (any :class:`~workbench.sae.SparseAutoencoder`), the
+activations it was trained on (an :class:`~workbench.data.ActivationStore` or a tensor) and the
+images; it trains nothing. It encodes the activations once, in batches, to compute every per-atom
+statistic (:class:`AtomStats`); crops and heatmaps are drawn lazily, for the atoms of the shown page
+and the selected atom only, by re-encoding the rows of the few images shown.
+
+Per atom it shows: the images where it fires most (top-k) and images sampled at quantiles of its
+per-image activation, each as a crop around the token where it fires most and as the whole image with
+the atom's heatmap; the histogram of its non-zero activations; its mean activation per class and an
+importance per class; its nearest atoms (cosine of the dictionary) and the atoms that fire with it; a
+stability score when other runs are given; and, for an archetypal dictionary (RA-SAE, with candidates
+``C`` and row-stochastic weights ``W``), the candidate points it is built from, each shown through the
+image region nearest to it. Search takes an atom id (``"12"`` or ``"#12"``) or a class name (the atoms
+are then ranked by that class's mean activation).
+
+Everything renders as HTML built in Python (:class:`~workbench.widgets.metrics_panel.ActionHTML`):
+clicks on atoms, classes and neighbours come back as actions, so the state is testable without a browser.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import panel as pn
+import param
+import torch
+from panel.viewable import Viewer
+
+from workbench._core.validation import check_images
+from workbench.widgets._common import (
+    ActivationRows,
+    crop_box,
+    crop_tile,
+    encode_rows,
+    ensure_extension,
+    heat_tile,
+    module_device_of,
+    paging_controls,
+    svg_histogram,
+    token_map,
+    widget_kwargs,
+)
+from workbench.widgets.metrics_panel import ActionHTML, fmt
+
+_FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif'
+CSS = f"""
+:host {{ --wb-accent: #1565c0; --wb-muted: #5f6368; }}
+.wb-sae {{ font-family: {_FONT}; font-size: 12px; color: #202124; }}
+.wb-sae .wb-title {{ font-weight: 600; font-size: 15px; margin-right: 10px; }}
+.wb-sae .wb-muted {{ color: var(--wb-muted); }}
+.wb-sae .wb-section {{ font-weight: 600; font-size: 13px; margin: 10px 0 4px 0; }}
+.wb-sae .wb-section .wb-hint {{ font-weight: 400; color: #80868b; font-size: 11px; margin-left: 6px; }}
+.wb-cards {{ display: grid; grid-template-columns: repeat(var(--wb-cols, 4), 104px); gap: 6px; }}
+.wb-card {{ border: 2px solid #e8eaed; border-radius: 6px; padding: 3px; cursor: pointer; background: #fff;
+  display: flex; flex-direction: column; align-items: center; gap: 2px; font-variant-numeric: tabular-nums; }}
+.wb-card:hover {{ border-color: #d2e3fc; background: #f8fbff; }}
+.wb-card.wb-selected {{ border-color: var(--wb-accent); background: #e8f0fe; }}
+.wb-card .wb-id {{ font-weight: 600; }}
+.wb-card .wb-sub {{ color: var(--wb-muted); font-size: 11px; white-space: nowrap; }}
+.wb-card img {{ border-radius: 3px; }}
+.wb-dead {{ width: 64px; height: 64px; display: flex; align-items: center; justify-content: center;
+  background: #f1f3f4; color: #9aa0a6; border-radius: 3px; font-size: 11px; }}
+.wb-examples {{ display: flex; flex-wrap: wrap; gap: 8px; }}
+.wb-ex {{ display: flex; flex-direction: column; align-items: center; gap: 2px; }}
+.wb-ex .wb-pair {{ display: flex; gap: 2px; }}
+.wb-ex .wb-cap {{ font-size: 11px; color: var(--wb-muted); white-space: nowrap; font-variant-numeric: tabular-nums; }}
+.wb-cols {{ display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: flex-start; }}
+.wb-sae table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
+.wb-sae th, .wb-sae td {{ padding: 2px 8px; border-bottom: 1px solid #e8eaed; text-align: right; white-space: nowrap; }}
+.wb-sae th {{ font-weight: 500; color: var(--wb-muted); }}
+.wb-sae td.wb-name, .wb-sae th.wb-name {{ text-align: left; }}
+.wb-sae tr[data-action] {{ cursor: pointer; }}
+.wb-sae tr[data-action]:hover {{ background: #f8fbff; }}
+.wb-sae tr.wb-on {{ background: #e8f0fe; }}
+.wb-bar {{ display: inline-block; height: 8px; border-radius: 2px; vertical-align: 0; margin-left: 6px; }}
+.wb-chips {{ display: flex; flex-wrap: wrap; gap: 4px; max-width: 300px; }}
+.wb-chip {{ border: 1px solid #dadce0; border-radius: 10px; padding: 1px 7px; cursor: pointer; white-space: nowrap;
+  font-variant-numeric: tabular-nums; background: #fff; }}
+.wb-chip:hover {{ border-color: var(--wb-accent); color: var(--wb-accent); }}
+.wb-hist text {{ font-family: {_FONT}; font-size: 10px; fill: #5f6368; }}
+.wb-sae [data-action]:focus-visible {{ outline: 2px solid var(--wb-accent); outline-offset: 1px; }}
+.wb-pageinfo {{ font-family: {_FONT}; font-size: 13px; color: var(--wb-muted); white-space: nowrap; line-height: 30px; }}
+"""
+_HIST_BINS = 24
+_DOT = " \u00b7 "
+_CACHE = 256
+
+
+@dataclass
+class AtomStats:
+    """Per-atom statistics over all the rows (tokens) of the data, computed in one batched pass.
+
+    Attributes
+    ----------
+    frequency : torch.Tensor
+        (n_atoms,) fraction of rows where the atom is active (``|code| > 0``).
+    image_frequency : torch.Tensor
+        (n_atoms,) fraction of images with at least one active row.
+    mean : torch.Tensor
+        (n_atoms,) mean code over all rows (zeros included).
+    max : torch.Tensor
+        (n_atoms,) largest code.
+    image_max : torch.Tensor
+        (N, n_atoms) largest code of each atom in each image (N x n_atoms floats: the one per-image table).
+    class_mean : torch.Tensor or None
+        (n_classes, n_atoms) mean code over the rows of the images of each class (None without labels).
+    importance : torch.Tensor or None
+        (n_classes, n_atoms) ``class_mean * (atom . class direction)`` when class directions are known
+        (a model or ``class_directions``); None otherwise.
+    cofiring : torch.Tensor
+        (n_atoms, n_atoms) ``P(j active | i active)`` over rows (row ``i``), as
+        :func:`workbench.sae.metrics.cofiring` with ``normalize="conditional"``.
+    hist : torch.Tensor
+        (n_atoms, bins) counts of the non-zero codes of each atom in equal bins of ``(0, max]``.
+    run_cosines : torch.Tensor or None
+        (n_runs, n_atoms) best cosine of each atom with any atom of each other run.
+    nearest_row : torch.Tensor or None
+        (n_candidates,) for RA-SAE: the index of the data row nearest to each candidate point.
+    """
+
+    frequency: torch.Tensor
+    image_frequency: torch.Tensor
+    mean: torch.Tensor
+    max: torch.Tensor
+    image_max: torch.Tensor
+    class_mean: torch.Tensor | None
+    importance: torch.Tensor | None
+    cofiring: torch.Tensor
+    hist: torch.Tensor
+    run_cosines: torch.Tensor | None
+    nearest_row: torch.Tensor | None
+
+    @property
+    def stability(self) -> torch.Tensor | None:
+        """(n_atoms,) mean over the other runs of the best matched cosine (None without runs)."""
+        return None if self.run_cosines is None else self.run_cosines.mean(0)
+
+
+def _unit(d: torch.Tensor) -> torch.Tensor:
+    d = d.detach().float().cpu()
+    return d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _as_dictionary(run: Any, d: int, k: int) -> torch.Tensor:
+    D = run.dictionary if hasattr(run, "dictionary") else run
+    if not isinstance(D, torch.Tensor) or D.ndim != 2 or D.shape[1] != d:
+        shape = tuple(D.shape) if isinstance(D, torch.Tensor) else type(D).__name__
+        raise ValueError(f"runs[{k}]: expected a dictionary (n_atoms, {d}) or a SAE, got {shape}")
+    return _unit(D)
+
+
+class AtomBrowser(Viewer):
+    """Paged browser of a sparse dictionary's atoms, with a detail view of the selected atom.
+
+    Parameters
+    ----------
+    sae
+        The dictionary (``encode``, ``dictionary`` (n_atoms, d)); RA-SAE's ``C`` and ``W`` are used when present.
+    store_or_acts
+        The activations of ``images``: an :class:`~workbench.data.ActivationStore`, a map (N, C, H, W),
+        tokens (N, T, C) or rows (N * rows_per_image, d), image after image. Spatial rows (a square
+        number per image, possibly after a class token) give heatmaps and crops.
+    images
+        (N, 3, H, W) in [0, 1], the images of the activations (None: statistics only, no pictures).
+    model
+        Optional :class:`~workbench.models.Model` to get class directions for the importance: the
+        gradient of each class's logit with respect to the activations at ``layer`` (through
+        ``model.split(layer)``), averaged over the rows of the images of that class. Needs ``images``
+        and labels.
+    layer
+        The layer of the activations (default: the store's).
+    labels
+        (N,) class indices of the images (default: the store's labels).
+    class_names
+        Names of the classes (default: the model's labels, else "class 0", ...).
+    class_directions
+        (n_classes, d) class directions given directly (instead of ``model``).
+    runs
+        Dictionaries (n_atoms_b, d) or SAEs of other training runs, for the stability score.
+    rows_per_image
+        Rows per image for 2-D activation rows.
+    page_size, columns
+        Atoms per page and cards per row.
+    top_k, n_quantiles
+        Examples shown: the ``top_k`` images where the atom fires most, and ``n_quantiles`` images at
+        evenly spaced quantiles of its per-image maximum over the images where it fires.
+    crop
+        Side of a crop as a fraction of the image side.
+    batch_size
+        Rows per encoding batch.
+    title
+        Heading.
+
+    Attributes
+    ----------
+    page : int
+        The shown page (0-based) of :attr:`order`.
+    selected : int or None
+        The selected atom.
+    rank_class : str or None
+        A class name: atoms ordered by that class's mean activation (None: by atom id).
+    opacity : float
+        Opacity of the heatmaps.
+
+    Notes
+    -----
+    Importance of atom ``i`` for class ``c`` (with a model or class directions):
+    ``class_mean[c, i] * (D_i . w_c)``, where ``D_i`` is the decoder atom and ``w_c`` the class
+    direction: a first-order (activation x gradient) estimate of what the atom adds to the logit of
+    ``c`` per row of an average image of that class (multiply by ``rows_per_image`` for a whole image,
+    when the head pools by summing). Without a model, only the per-class mean is shown.
+    Memory: ``image_max`` holds N x n_atoms floats and ``cofiring`` n_atoms x n_atoms.
+    """
+
+    page = param.Integer(default=0, bounds=(0, None), doc="The shown page.")
+    selected = param.Integer(default=None, allow_None=True, doc="The selected atom.")
+    rank_class = param.String(
+        default=None, allow_None=True, doc="Rank atoms by this class's mean activation."
+    )
+    opacity = param.Number(default=0.6, bounds=(0.0, 1.0), doc="Opacity of the heatmaps.")
+
+    def __init__(
+        self,
+        sae: torch.nn.Module,
+        store_or_acts: Any,
+        images: torch.Tensor | None = None,
+        model: torch.nn.Module | None = None,
+        layer: str | None = None,
+        labels: torch.Tensor | Sequence[int] | None = None,
+        class_names: Sequence[str] | None = None,
+        class_directions: torch.Tensor | None = None,
+        runs: Sequence[Any] = (),
+        rows_per_image: int | None = None,
+        page_size: int = 16,
+        columns: int = 4,
+        top_k: int = 6,
+        n_quantiles: int = 4,
+        crop: float = 0.5,
+        batch_size: int = 4096,
+        title: str = "Atoms",
+        **params: Any,
+    ):
+        ensure_extension()
+        if not (hasattr(sae, "encode") and hasattr(sae, "dictionary")):
+            raise ValueError(
+                f"sae: expected a sparse dictionary with encode() and dictionary, got {type(sae).__name__}"
+            )
+        for value, name, lo in ((page_size, "page_size", 1), (columns, "columns", 1), (top_k, "top_k", 1),
+                                (n_quantiles, "n_quantiles", 0), (batch_size, "batch_size", 1)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
+        if not 0 < crop <= 1:
+            raise ValueError(f"crop: expected a fraction in (0, 1], got {crop!r}")
+        self.sae, self.title = sae, str(title)
+        self.page_size, self.columns, self.top_k, self.n_quantiles = page_size, columns, top_k, n_quantiles
+        self.crop, self.batch_size = float(crop), batch_size
+        self.D = sae.dictionary.detach().float().cpu()
+        self.n_atoms = self.D.shape[0]
+        n_img = None if images is None else len(images)
+        self.rows = ActivationRows(store_or_acts, rows_per_image, n_img, name="store_or_acts")
+        if self.rows.d != self.D.shape[1]:
+            raise ValueError(f"store_or_acts: activations of dimension {self.rows.d}, but the dictionary's atoms"
+                             f" have dimension {self.D.shape[1]}")  # fmt: skip
+        if images is not None:
+            check_images(images, name="images", channels=None)
+            images = images.detach().float().cpu()
+        self.images = images
+        self.n_images = self.rows.n_images
+        if labels is None and self.rows.store is not None:
+            labels = self.rows.store.image_labels
+        self.labels = None if labels is None else torch.as_tensor(labels).long().cpu()
+        if self.labels is not None and self.labels.shape != (self.n_images,):
+            raise ValueError(
+                f"labels: expected ({self.n_images},) class indices, got shape {tuple(self.labels.shape)}"
+            )
+        n_classes = 0 if self.labels is None else int(self.labels.max()) + 1
+        if class_names is None and model is not None and hasattr(model, "labels"):
+            class_names = model.labels
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if len(class_names) < n_classes:
+                raise ValueError(
+                    f"class_names: {len(class_names)} names, but labels go up to {n_classes - 1}"
+                )
+            n_classes = len(class_names)
+        self.class_names = class_names or [f"class {c}" for c in range(n_classes)]
+        if self.labels is not None and bool((self.labels < 0).any()):
+            raise ValueError("labels: expected class indices >= 0")
+        self._runs = [_as_dictionary(r, self.D.shape[1], k) for k, r in enumerate(runs)]
+        self.has_candidates = hasattr(sae, "C") and hasattr(sae, "W")
+        self.stats = self._compute(model, layer or (self.rows.store.meta.get("layer") if self.rows.store else None),
+                                   class_directions)  # fmt: skip
+        self._codes: OrderedDict[int, torch.Tensor] = OrderedDict()
+        params.setdefault("selected", 0)
+        super().__init__(**params)
+        self._check_atom(self.selected)
+        self._build()
+
+    # ------------------------------------------------------------------ statistics
+    @torch.no_grad()
+    def _compute(self, model: Any, layer: str | None, class_directions: Any) -> AtomStats:
+        n, k, n_cls, rpi = self.n_atoms, self.n_images, len(self.class_names), self.rows.rows_per_image
+        count, total = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        amax, img_max = torch.zeros(n), torch.zeros(k, n)
+        co = torch.zeros(n, n, dtype=torch.float64)
+        csum = torch.zeros(n_cls, n, dtype=torch.float64) if self.labels is not None else None
+        cand = self.sae.C.detach().float().cpu() if self.has_candidates else None
+        best_d = None if cand is None else torch.full((len(cand),), float("inf"))
+        best_r = None if cand is None else torch.zeros(len(cand), dtype=torch.long)
+        for lo, hi in self.rows.image_batches(self.batch_size):
+            x = self.rows.get(lo, hi)
+            z = encode_rows(self.sae, x, self.batch_size)
+            act = (z.abs() > 0).double()
+            count += act.sum(0)
+            total += z.double().sum(0)
+            amax = torch.maximum(amax, z.max(0).values)
+            zi = z.view(hi - lo, rpi, n)
+            img_max[lo:hi] = zi.max(1).values
+            co += act.T @ act
+            if csum is not None:
+                csum.index_add_(0, self.labels[lo:hi], zi.double().sum(1))
+            if cand is not None:
+                dist = torch.cdist(cand, x)  # (n_c, rows)
+                m = dist.min(1)
+                better = m.values < best_d
+                best_d[better], best_r[better] = m.values[better], m.indices[better] + lo * rpi
+        rows_total = k * rpi
+        hist = torch.zeros(n, _HIST_BINS)
+        scale = torch.where(amax > 0, _HIST_BINS / amax.clamp_min(1e-30), torch.zeros_like(amax))
+        atom_ids = torch.arange(n)
+        for lo, hi in self.rows.image_batches(self.batch_size):  # second pass: bins need each atom's max
+            z = encode_rows(self.sae, self.rows.get(lo, hi), self.batch_size)
+            on = z > 0
+            b = (z * scale).floor().long().clamp(0, _HIST_BINS - 1)
+            flat = (atom_ids * _HIST_BINS + b)[on]
+            hist.view(-1).index_add_(0, flat, torch.ones(len(flat)))
+        class_mean = None
+        if csum is not None:
+            n_rows = torch.bincount(self.labels, minlength=n_cls).double() * rpi
+            class_mean = (csum / n_rows.clamp_min(1).unsqueeze(1)).float()
+        directions = self._class_directions(model, layer, class_directions)
+        importance = None
+        if directions is not None and class_mean is not None:
+            importance = class_mean * (directions @ self.D.T)
+        runs = None
+        if self._runs:
+            me = _unit(self.D)
+            runs = torch.stack([(me @ r.T).max(1).values for r in self._runs])
+        return AtomStats(
+            frequency=(count / rows_total).float(), image_frequency=(img_max > 0).float().mean(0),
+            mean=(total / rows_total).float(), max=amax, image_max=img_max, class_mean=class_mean,
+            importance=importance, cofiring=(co / co.diagonal().clamp_min(1).unsqueeze(1)).float(), hist=hist,
+            run_cosines=runs, nearest_row=best_r,
+        )  # fmt: skip
+
+    def _class_directions(self, model: Any, layer: str | None, given: Any) -> torch.Tensor | None:
+        n_cls, d = len(self.class_names), self.D.shape[1]
+        if given is not None:
+            given = torch.as_tensor(given).detach().float().cpu()
+            if given.shape != (n_cls, d):
+                raise ValueError(f"class_directions: expected ({n_cls}, {d}), got {tuple(given.shape)}")
+            return given
+        if model is None:
+            return None
+        if self.images is None or self.labels is None:
+            raise ValueError("model: class directions need the images and their labels")
+        if layer is None or not hasattr(model, "split"):
+            raise ValueError("model: expected a workbench Model and the layer of the activations (layer=...)")
+        g, h = model.split(layer)
+        device, was_training = module_device_of(model), model.training
+        model.eval()
+        try:
+            out = self._gradient_directions(g, h, device, layer)
+        finally:
+            model.train(was_training)
+        return out
+
+    def _gradient_directions(self, g: Any, h: Any, device: torch.device, layer: str) -> torch.Tensor:
+        n_cls, d = len(self.class_names), self.D.shape[1]
+        out = torch.zeros(n_cls, d, dtype=torch.float64)
+        step = max(1, self.batch_size // self.rows.rows_per_image)
+        for lo in range(0, self.n_images, step):
+            x, y = self.images[lo : lo + step].to(device), self.labels[lo : lo + step].to(device)
+            with torch.no_grad():
+                a = g(x)
+            with torch.enable_grad():  # _compute runs under no_grad
+                a = a.detach().requires_grad_(True)
+                h(a).gather(1, y[:, None]).sum().backward()
+            grad = a.grad.detach().cpu()
+            rows = grad.permute(0, 2, 3, 1).flatten(1, 2) if grad.ndim == 4 else grad  # (B, rows, d)
+            if rows.shape[-1] != d:
+                raise ValueError(
+                    f"model: layer {layer!r} gives activations of dimension {rows.shape[-1]}, not {d}"
+                )
+            out.index_add_(0, y.cpu(), rows.double().mean(1))
+        return (out / torch.bincount(self.labels, minlength=n_cls).clamp_min(1).double().unsqueeze(1)).float()
+
+    # ------------------------------------------------------------------ per-atom queries
+    def _check_atom(self, atom: Any) -> int | None:
+        if atom is None:
+            return None
+        if isinstance(atom, bool) or not isinstance(atom, int | np.integer):
+            raise ValueError(f"atom: expected an integer id, got {atom!r}")
+        if not 0 <= int(atom) < self.n_atoms:
+            raise IndexError(f"atom {atom} is out of range: the dictionary has atoms 0..{self.n_atoms - 1}")
+        return int(atom)
+
+    def nearest_atoms(self, atom: int, k: int = 6) -> list[tuple[int, float]]:
+        """The ``k`` atoms with the largest cosine to ``atom`` in the dictionary: ``[(id, cosine)]``."""
+        atom = self._check_atom(atom)
+        u = _unit(self.D)
+        cos = u @ u[atom]
+        cos[atom] = -float("inf")
+        top = cos.topk(min(k, self.n_atoms - 1))
+        return [(int(i), float(c)) for i, c in zip(top.indices, top.values, strict=True)]
+
+    def cofiring_atoms(self, atom: int, k: int = 6) -> list[tuple[int, float]]:
+        """The ``k`` atoms most often active when ``atom`` is: ``[(id, P(id active | atom active))]``."""
+        atom = self._check_atom(atom)
+        p = self.stats.cofiring[atom].clone()
+        p[atom] = -1.0
+        top = p.topk(min(k, self.n_atoms - 1))
+        return [(int(i), float(v)) for i, v in zip(top.indices, top.values, strict=True) if v > 0]
+
+    def top_images(self, atom: int, k: int | None = None) -> list[tuple[int, float]]:
+        """The images where ``atom`` fires most, ``[(image, max code)]`` (only images where it fires)."""
+        v = self.stats.image_max[:, self._check_atom(atom)]
+        top = v.topk(min(k or self.top_k, len(v)))
+        return [(int(i), float(a)) for i, a in zip(top.indices, top.values, strict=True) if a > 0]
+
+    def quantile_images(self, atom: int, n: int | None = None) -> list[tuple[int, float]]:
+        """``n`` images at evenly spaced quantiles (exclusive of the ends) of the atom's per-image maximum,
+        among the images where it fires, highest first: ``[(image, max code)]``."""
+        n = self.n_quantiles if n is None else n
+        v = self.stats.image_max[:, self._check_atom(atom)]
+        on = torch.nonzero(v > 0).flatten()
+        if not len(on) or not n:
+            return []
+        order = on[v[on].argsort(descending=True)]
+        pos = np.unique(np.round(np.linspace(0, len(order) - 1, n + 2)[1:-1]).astype(int))
+        return [(int(order[p]), float(v[order[p]])) for p in pos]
+
+    def candidates(self, atom: int, k: int = 5) -> list[tuple[int, float, int | None]]:
+        """RA-SAE only: the ``k`` candidates with the largest weights in ``W[atom]``:
+        ``[(candidate, weight, nearest data row)]``; empty for other dictionaries."""
+        if not self.has_candidates:
+            return []
+        w = self.sae.W.detach().float().cpu()[self._check_atom(atom)]
+        top = w.topk(min(k, len(w)))
+        return [(int(c), float(v), int(self.stats.nearest_row[c]))
+                for c, v in zip(top.indices, top.values, strict=True) if v > 0]  # fmt: skip
+
+    def image_codes(self, image: int) -> torch.Tensor:
+        """Codes (rows_per_image, n_atoms) of one image (cached: only the shown images are encoded)."""
+        if image in self._codes:
+            self._codes.move_to_end(image)
+            return self._codes[image]
+        z = encode_rows(self.sae, self.rows.get(image, image + 1), self.batch_size)
+        self._codes[image] = z
+        while len(self._codes) > _CACHE:
+            self._codes.popitem(last=False)
+        return z
+
+    def heatmap(self, atom: int, image: int) -> np.ndarray | None:
+        """The atom's codes over one image's (h, w) grid, or None when rows are not spatial."""
+        if self.rows.grid is None:
+            return None
+        return token_map(self.image_codes(image)[:, self._check_atom(atom)], self.rows.grid, self.rows.skip)
+
+    # ------------------------------------------------------------------ order, paging, search
+    @property
+    def order(self) -> np.ndarray:
+        """Atom ids in the shown order: by id, or by the mean activation of :attr:`rank_class`."""
+        if self.rank_class is None:
+            return np.arange(self.n_atoms)
+        c = self.class_names.index(self.rank_class)
+        return self.stats.class_mean[c].argsort(descending=True, stable=True).numpy()
+
+    @property
+    def n_pages(self) -> int:
+        return max(1, -(-self.n_atoms // self.page_size))
+
+    @property
+    def page_atoms(self) -> list[int]:
+        """The atoms on the shown page."""
+        return [int(a) for a in self.order[self.page * self.page_size : (self.page + 1) * self.page_size]]
+
+    def next_page(self) -> None:
+        self.page = min(self.page + 1, self.n_pages - 1)
+
+    def previous_page(self) -> None:
+        self.page = max(self.page - 1, 0)
+
+    def select(self, atom: int | None) -> None:
+        """Select ``atom`` and show the page that holds it; :meth:`on_select` callbacks receive it."""
+        atom = self._check_atom(atom)
+        if atom is not None:
+            where = int(np.nonzero(self.order == atom)[0][0])
+            self.param.update(page=where // self.page_size, selected=atom)
+        else:
+            self.selected = None
+
+    def rank_by_class(self, name: str | None) -> None:
+        """Order the atoms by the mean activation of class ``name`` (None: by id) and show the first page."""
+        if name is not None:
+            if self.stats.class_mean is None:
+                raise ValueError("rank_by_class: no labels were given, so there are no per-class statistics")
+            if name not in self.class_names:
+                raise ValueError(f"rank_by_class: unknown class {name!r}; the classes are {self.class_names}")
+        self.param.update(rank_class=name, page=0)
+
+    def search(self, query: str) -> str:
+        """An atom id (``"12"``, ``"#12"``) selects that atom; a class name ranks the atoms by it.
+
+        Returns what was done ("atom" or "class"); raises ValueError for anything else.
+        """
+        q = str(query).strip().lstrip("#").strip()
+        if q.isdigit():
+            self.select(int(q))
+            return "atom"
+        match = [c for c in self.class_names if c.lower() == q.lower()]
+        if match:
+            self.rank_by_class(match[0])
+            return "class"
+        raise ValueError(f"search: {query!r} is neither an atom id (0..{self.n_atoms - 1}) nor a class"
+                         f" ({', '.join(self.class_names) or 'no labels'})")  # fmt: skip
+
+    def on_select(self, callback: Callable[[int | None], Any]) -> param.parameterized.Watcher:
+        """Call ``callback(atom or None)`` when the selection changes; returns the ``param`` watcher."""
+        return self.param.watch(lambda e: callback(e.new), ["selected"])
+
+    # ------------------------------------------------------------------ rendering
+    def _example(self, atom: int, image: int, value: float, size: int = 76) -> str:
+        img = self.images[image]
+        cls = (
+            f" \u00b7 {html.escape(self.class_names[int(self.labels[image])])}"
+            if self.labels is not None
+            else ""
+        )
+        amap = self.heatmap(atom, image)
+        vmax = float(self.stats.max[atom])
+        if amap is None:
+            pair = f'<img src="{heat_tile(img, None, 0, 1, size)}" alt="image {image}" width="{size}">'
+        else:
+            token = int(self.image_codes(image)[self.rows.skip :, atom].argmax())
+            box = crop_box(token, self.rows.grid, tuple(img.shape[-2:]), self.crop)
+            pair = (
+                f'<img src="{crop_tile(img, box, size)}" alt="crop of image {image}" width="{size}">'
+                f'<img src="{heat_tile(img, amap, self.opacity, vmax, size, box)}" alt="heatmap of atom'
+                f' {atom} on image {image}" width="{size}">'
+            )
+        return (f'<div class="wb-ex" data-image="{image}"><div class="wb-pair">{pair}</div>'
+                f'<div class="wb-cap">img {image}{cls} \u00b7 {fmt(value)}</div></div>')  # fmt: skip
+
+    def _card(self, atom: int) -> str:
+        s = self.stats
+        top = self.top_images(atom, 1)
+        if top and self.images is not None:
+            image = top[0][0]
+            amap = self.heatmap(atom, image)
+            if amap is not None:
+                token = int(self.image_codes(image)[self.rows.skip :, atom].argmax())
+                box = crop_box(token, self.rows.grid, tuple(self.images.shape[-2:]), self.crop)
+                src = crop_tile(self.images[image], box, 64)
+            else:
+                src = heat_tile(self.images[image], None, 0, 1, 64)
+            thumb = f'<img src="{src}" alt="atom {atom} top crop" width="64">'
+        else:
+            thumb = '<div class="wb-dead">dead</div>' if not top else ""
+        sel = atom == self.selected
+        return (
+            f'<div class="wb-card{" wb-selected" if sel else ""}" data-action="atom" data-value="{atom}"'
+            f' data-atom="{atom}" role="button" tabindex="0" aria-pressed="{str(sel).lower()}">'
+            f'<span class="wb-id">#{atom}</span>{thumb}'
+            f'<span class="wb-sub">{100 * float(s.frequency[atom]):.1f}% \u00b7 max {fmt(float(s.max[atom]))}</span></div>'
+        )
+
+    def _grid_html(self) -> str:
+        rank = f" \u00b7 ranked by <b>{html.escape(self.rank_class)}</b>" if self.rank_class else ""
+        cards = "".join(self._card(a) for a in self.page_atoms)
+        return (
+            f'<div class="wb-sae wb-atom-grid" data-page="{self.page}" data-rank="{html.escape(self.rank_class or "")}"'
+            f' data-atoms="{",".join(map(str, self.page_atoms))}">'
+            f'<div style="margin-bottom:6px"><span class="wb-title">{html.escape(self.title)}</span>'
+            f'<span class="wb-muted">{self.n_atoms} atoms \u00b7 {self.n_images} images{rank}</span></div>'
+            f'<div class="wb-cards" style="--wb-cols:{self.columns}">{cards}</div></div>'
+        )
+
+    def _chips(self, pairs: list[tuple[int, float]], kind: str) -> str:
+        if not pairs:
+            return '<span class="wb-muted">none</span>'
+        return '<div class="wb-chips">' + "".join(
+            f'<span class="wb-chip" data-action="atom" data-value="{j}" data-kind="{kind}" role="button"'
+            f' tabindex="0">#{j} <span class="wb-muted">{fmt(v)}</span></span>' for j, v in pairs
+        ) + "</div>"  # fmt: skip
+
+    def _classes_html(self, atom: int) -> str:
+        s = self.stats
+        if s.class_mean is None:
+            return ""
+        means = s.class_mean[:, atom]
+        imp = None if s.importance is None else s.importance[:, atom]
+        top_m = float(means.abs().max()) or 1.0
+        top_i = 1.0 if imp is None else (float(imp.abs().max()) or 1.0)
+        rows = []
+        for c, name in enumerate(self.class_names):
+            m = float(means[c])
+            cells = f'<td>{fmt(m)}<span class="wb-bar" style="width:{60 * abs(m) / top_m:.0f}px;background:#1565c0"></span></td>'  # fmt: skip
+            if imp is not None:
+                v = float(imp[c])
+                color = "#2e7d32" if v >= 0 else "#c62828"
+                cells += f'<td>{fmt(v)}<span class="wb-bar" style="width:{60 * abs(v) / top_i:.0f}px;background:{color}"></span></td>'  # fmt: skip
+            on = " wb-on" if name == self.rank_class else ""
+            rows.append(f'<tr class="wb-class{on}" data-action="class" data-value="{html.escape(name)}" tabindex="0">'
+                        f'<td class="wb-name">{html.escape(name)}</td>{cells}</tr>')  # fmt: skip
+        head = "<th>mean activation</th>" + ("<th>importance</th>" if imp is not None else "")
+        hint = "click a class to rank the atoms by it" + ("; importance = mean \u00d7 atom\u00b7class direction" if imp is not None else "")  # fmt: skip
+        return (f'<div><div class="wb-section">Classes<span class="wb-hint">{hint}</span></div><table>'
+                f'<tr><th class="wb-name">class</th>{head}</tr>{"".join(rows)}</table></div>')  # fmt: skip
+
+    def _candidates_html(self, atom: int) -> str:
+        cands = self.candidates(atom)
+        if not cands:
+            return ""
+        tiles = []
+        for c, w, row in cands:
+            image, token = divmod(row, self.rows.rows_per_image)
+            pic = ""
+            if self.images is not None:
+                img = self.images[image]
+                if self.rows.grid is not None and token >= self.rows.skip:
+                    box = crop_box(token - self.rows.skip, self.rows.grid, tuple(img.shape[-2:]), self.crop)
+                    pic = f'<img src="{crop_tile(img, box, 64)}" alt="candidate {c} nearest crop" width="64">'
+                else:
+                    pic = f'<img src="{heat_tile(img, None, 0, 1, 64)}" alt="candidate {c} nearest image" width="64">'
+            tiles.append(f'<div class="wb-ex" data-candidate="{c}">{pic}<div class="wb-cap">C{c} \u00b7 w {fmt(w)}'
+                         f"</div><div class=\"wb-cap\">img {image}</div></div>")  # fmt: skip
+        return (f'<div class="wb-section">Archetypal candidates<span class="wb-hint">top weights of W[{atom}],'
+                f' each shown by its nearest image region</span></div><div class="wb-examples">{"".join(tiles)}</div>')  # fmt: skip
+
+    def _detail_html(self) -> str:
+        atom = self.selected
+        if atom is None:
+            return '<div class="wb-sae wb-atom-detail"><span class="wb-muted">Click an atom.</span></div>'
+        s = self.stats
+        facts = [f"fires on {100 * float(s.frequency[atom]):.2f}% of tokens",
+                 f"{100 * float(s.image_frequency[atom]):.1f}% of images", f"mean {fmt(float(s.mean[atom]))}",
+                 f"max {fmt(float(s.max[atom]))}"]  # fmt: skip
+        if s.run_cosines is not None:
+            runs = ", ".join(fmt(float(v)) for v in s.run_cosines[:, atom])
+            facts.append(f'<span class="wb-stability" title="best matched cosine in each other run: {runs}">'
+                         f"stability {fmt(float(s.stability[atom]))}</span>")  # fmt: skip
+        parts = [f'<div class="wb-title">Atom #{atom}</div><div class="wb-muted">{_DOT.join(facts)}</div>']
+        if self.images is not None:
+            for label, items, hint in (
+                (
+                    "Top activations",
+                    self.top_images(atom),
+                    "crop around the strongest token, and the heatmap",
+                ),
+                (
+                    "Quantile samples",
+                    self.quantile_images(atom),
+                    "images at quantiles of the per-image maximum",
+                ),
+            ):
+                body = (
+                    "".join(self._example(atom, i, v) for i, v in items)
+                    or '<span class="wb-muted">never fires</span>'
+                )
+                parts.append(f'<div class="wb-section">{label}<span class="wb-hint">{hint}</span></div>'
+                             f'<div class="wb-examples wb-{label.split()[0].lower()}">{body}</div>')  # fmt: skip
+        hist = svg_histogram(
+            s.hist[atom].tolist(), 0.0, float(s.max[atom]), 280, 110, "activation when active"
+        )
+        n_on = int(s.hist[atom].sum())
+        cols = [f'<div><div class="wb-section">Activation density<span class="wb-hint">{n_on} active tokens</span>'
+                f"</div>{hist}</div>", self._classes_html(atom),
+                f'<div><div class="wb-section">Nearest atoms<span class="wb-hint">cosine</span></div>'
+                f'{self._chips(self.nearest_atoms(atom), "nearest")}'
+                f'<div class="wb-section">Co-firing atoms<span class="wb-hint">P(j | #{atom})</span></div>'
+                f'{self._chips(self.cofiring_atoms(atom), "cofiring")}</div>']  # fmt: skip
+        parts.append(f'<div class="wb-cols">{"".join(cols)}</div>')
+        parts.append(self._candidates_html(atom))
+        return f'<div class="wb-sae wb-atom-detail" data-atom="{atom}">{"".join(parts)}</div>'
+
+    def _render(self, *_events: Any) -> None:
+        self._grid.object = self._grid_html()
+        self._detail.object = self._detail_html()
+        self._info.object = f'<div class="wb-pageinfo">page {self.page + 1} / {self.n_pages}</div>'
+
+    def _on_action(self, action: str, value: str) -> None:
+        if action == "atom" and value.isdigit():
+            self.select(int(value))
+        elif action == "class" and value in self.class_names:
+            self.rank_by_class(None if value == self.rank_class else value)
+
+    def _on_search(self, *_events: Any) -> None:
+        query = self._search.value
+        if not query.strip():
+            return
+        try:
+            what = self.search(query)
+            self._message.object = (
+                f'<span class="wb-muted">{"atom" if what == "atom" else "ranked by class"}</span>'
+            )
+        except (ValueError, IndexError) as err:
+            self._message.object = (
+                f'<span class="wb-search-error" style="color:#c62828">{html.escape(str(err))}</span>'
+            )
+
+    def _build(self) -> None:
+        from workbench.widgets._common import LiveHTML
+
+        self._grid = ActionHTML(object="", stylesheets=[CSS], margin=(5, 5), css_classes=["wb-atom-grid-pane"],
+                                width=self.columns * 110 + 10)  # fmt: skip
+        self._detail = ActionHTML(object="", stylesheets=[CSS], margin=(5, 10), css_classes=["wb-atom-detail-pane"],
+                                  sizing_mode="stretch_width")  # fmt: skip
+        for pane in (self._grid, self._detail):
+            pane.on_action(self._on_action)
+        prev, nxt, self._info = paging_controls(self.previous_page, self.next_page, CSS)
+        self._search = pn.widgets.TextInput(**widget_kwargs(pn.widgets.TextInput, label=""),
+                                            placeholder="atom id or class name", width=200, margin=(5, 5),
+                                            css_classes=["wb-search"])  # fmt: skip
+        self._search.param.watch(self._on_search, ["value"])
+        opacity = pn.widgets.FloatSlider.from_param(self.param.opacity, width=160, margin=(0, 10),
+                                                    **widget_kwargs(pn.widgets.FloatSlider, label="heatmap opacity"))  # fmt: skip
+        self._message = LiveHTML(object="", stylesheets=[CSS], margin=(5, 5))
+        self._layout = pn.Column(
+            pn.Row(prev, nxt, self._info, self._search, self._message, opacity, margin=0),
+            pn.Row(self._grid, self._detail, margin=0, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+        self._render()
+        self.param.watch(self._render, ["page", "selected", "rank_class", "opacity"])
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    def __repr__(self) -> str:
+        return (f"AtomBrowser(n_atoms={self.n_atoms}, n_images={self.n_images}, page={self.page}/{self.n_pages},"
+                f" selected={self.selected}, rank_class={self.rank_class!r})")  # fmt: skip
+
+    __str__ = __repr__
