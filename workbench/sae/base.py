@@ -58,7 +58,7 @@ class SparseAutoencoder(nn.Module):
     # -- shared -----------------------------------------------------------------------------------
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Reconstruction ``codes @ dictionary + bias`` (N, d)."""
-        return codes @ self.dictionary + self.bias
+        return torch.addmm(self.bias, codes, self.dictionary)  # one fused kernel for product and bias
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         codes = self.encode(x)

@@ -57,7 +57,7 @@ class _LinearEncoderSAE(SparseAutoencoder):
     def pre_codes(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder pre-activations (N, n_atoms): ``(x - bias) @ W_enc.T + b_enc``."""
         x = self.check_input(x)
-        return (x - self.bias) @ self.W_enc.T + self.b_enc
+        return nn.functional.linear(x - self.bias, self.W_enc, self.b_enc)  # one fused addmm
 
     @property
     def dictionary(self) -> torch.Tensor:
