@@ -485,7 +485,7 @@ def train(
 
     Notes
     -----
-    Under ``torchrun`` the process group is joined (and left at the end if ``train`` created it), the
+    Under ``torchrun`` the process group is joined (and stays joined for later calls), the
     SAE is wrapped in DistributedDataParallel, every rank reads its own shard (its slice of each global
     batch for a tensor, its own chunks for a store) and rank 0 writes checkpoints and history. The
     gradient of the mean loss over the global batch is the mean of the ranks' gradients for losses that
@@ -518,14 +518,10 @@ def train(
     source = _source(data, sae.d, batch_size, seed, rank, world, buffer_rows)
     amp_dtype = _amp_dtype(amp, device)
 
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return _loop(**locals())
-    finally:
-        if created_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+    # A process group that train() joined stays joined: torchrun's rendezvous cannot be joined twice
+    # in one process, so a later train() (or the caller) reuses it; the process ends it on exit.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return _loop(**locals())
 
 
 def _loop(*, sae, source, steps, batch_size, lr, seed, checkpoint_dir, device, checkpoint_every, resume,
