@@ -60,3 +60,16 @@ class BatchLog:
 
     def close(self) -> None:
         self._handle.remove()
+
+
+def bare_passes(model, sizes: list[int], sample_shape: tuple[int, ...], device) -> Callable[[], None]:
+    """A callable that runs ``model.net`` on already-normalized random batches of the recorded ``sizes``,
+    under ``inference_mode``: the forward passes a method or metric made, without the method or metric."""
+    xn = model.normalize(torch.rand(max(sizes), *sample_shape, device=device))
+
+    @torch.inference_mode()
+    def bare() -> None:
+        for s in sizes:
+            model.net(xn[:s])
+
+    return bare

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import BatchLog, interleaved, machine, sync, table  # noqa: E402
+from _timing import BatchLog, bare_passes, interleaved, machine, sync, table  # noqa: E402
 
 import workbench.attribution as A  # noqa: E402
 from workbench.attribution.surrogates import grid_segments  # noqa: E402
@@ -64,13 +64,7 @@ def overhead_rows(model, x, y, batch_size: int, full: bool, repeats: int) -> lis
             run()
             sizes = log.take()
             log.close()
-            xn = model.normalize(torch.rand(max(sizes), *x.shape[1:], device=x.device))
-
-            @torch.inference_mode()
-            def bare(sizes=sizes, xn=xn):
-                for s in sizes:
-                    model.net(xn[:s])
-
+            bare = bare_passes(model, sizes, x.shape[1:], x.device)
             t = interleaved({"method": run, "bare": bare}, repeats=repeats, warmup=0)
             log = BatchLog(model.net)
             rows.append(

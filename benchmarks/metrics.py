@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import BatchLog, interleaved, machine, sync, table  # noqa: E402
+from _timing import BatchLog, bare_passes, interleaved, machine, sync, table  # noqa: E402
 
 from workbench.metrics import deletion, insertion  # noqa: E402
 from workbench.metrics.mufidelity import mufidelity  # noqa: E402
@@ -51,13 +51,7 @@ def overhead_rows(model, x, y, maps, batch_size: int, repeats: int) -> list[dict
             sizes = log.take()
         finally:
             log.close()
-        xn = model.normalize(torch.rand(max(sizes), *x.shape[1:], device=x.device))
-
-        @torch.inference_mode()
-        def bare(sizes=sizes, xn=xn):
-            for s in sizes:
-                model.net(xn[:s])
-
+        bare = bare_passes(model, sizes, x.shape[1:], x.device)
         t = interleaved({"metric": run, "bare": bare}, repeats=repeats, warmup=1)
         rows.append(
             {

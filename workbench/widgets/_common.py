@@ -396,6 +396,17 @@ def contour_layer(
     return out
 
 
+def check_atom(atom: Any, n_atoms: int) -> int | None:
+    """An atom id for a dictionary widget's ``select``: None, or an int in [0, n_atoms); clear errors otherwise."""
+    if atom is None:
+        return None
+    if isinstance(atom, bool) or not isinstance(atom, int | np.integer):
+        raise ValueError(f"atom: expected an integer atom id, got {atom!r}")
+    if not 0 <= int(atom) < n_atoms:
+        raise IndexError(f"atom {atom} is out of range: the dictionary has atoms 0..{n_atoms - 1}")
+    return int(atom)
+
+
 def check_index(index: Any, n: int) -> int:
     """An image index for ``select``: an int (or 1-element integer tensor) in [0, n); clear errors otherwise."""
     if isinstance(index, bool) or not isinstance(index, int | np.integer | torch.Tensor):

@@ -36,6 +36,7 @@ from panel.viewable import Viewer
 from workbench._core.validation import check_images
 from workbench.widgets._common import (
     ActivationRows,
+    check_atom,
     crop_box,
     crop_tile,
     encode_rows,
@@ -404,13 +405,7 @@ class AtomBrowser(Viewer):
 
     # ------------------------------------------------------------------ per-atom queries
     def _check_atom(self, atom: Any) -> int | None:
-        if atom is None:
-            return None
-        if isinstance(atom, bool) or not isinstance(atom, int | np.integer):
-            raise ValueError(f"atom: expected an integer id, got {atom!r}")
-        if not 0 <= int(atom) < self.n_atoms:
-            raise IndexError(f"atom {atom} is out of range: the dictionary has atoms 0..{self.n_atoms - 1}")
-        return int(atom)
+        return check_atom(atom, self.n_atoms)
 
     def nearest_atoms(self, atom: int, k: int = 6) -> list[tuple[int, float]]:
         """The ``k`` atoms with the largest cosine to ``atom`` in the dictionary: ``[(id, cosine)]``."""

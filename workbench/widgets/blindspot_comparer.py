@@ -30,6 +30,7 @@ from panel.viewable import Viewer
 from workbench._core.validation import check_images
 from workbench.widgets._common import (
     ActivationRows,
+    check_atom,
     encode_rows,
     ensure_extension,
     heat_tile,
@@ -212,13 +213,7 @@ class BlindspotComparer(Viewer):
 
     # ------------------------------------------------------------------ state
     def _check_atom(self, atom: Any) -> int | None:
-        if atom is None:
-            return None
-        if isinstance(atom, bool) or not isinstance(atom, int | np.integer):
-            raise ValueError(f"select: expected an integer atom id, got {atom!r}")
-        if not 0 <= int(atom) < self.n_atoms:
-            raise IndexError(f"select: atom {atom} is out of range (valid: 0..{self.n_atoms - 1})")
-        return int(atom)
+        return check_atom(atom, self.n_atoms)
 
     def select(self, atom: int | None) -> None:
         """Select ``atom`` (None: none); :meth:`on_select` callbacks receive it."""
