@@ -121,3 +121,35 @@ def test_inputs_are_left_alone_and_bad_arguments_are_refused():
     bad[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         deletion(model, x, 0, bad)
+
+
+def test_a_workbench_model_sees_exactly_the_perturbed_images():
+    """For a workbench Model the perturbed images are mixed from originals and baseline normalized once
+    (workbench.metrics.removal). Normalization is elementwise and the mix x (1 - m) + b m with m in
+    {0, 1} is exact, so the network must receive, bit for bit, normalize(where(removed, b, x)) for the
+    first floor(s P / steps) pixels of each ranking: tolerance zero."""
+    from workbench.models import load_model
+
+    model = load_model("zoo:resnet_shapes")
+    gen = torch.Generator().manual_seed(0)
+    x, base = torch.rand(2, 2, 3, 32, 32, generator=gen)
+    maps = torch.rand(2, 32, 32, generator=gen)
+    steps, pixels = 4, 32 * 32
+    order = torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
+    for walk in (deletion, insertion):
+        seen = []
+        hook = model.net.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].clone()))
+        try:
+            walk(model, x, 0, maps, steps=steps, baseline=base, batch_size=3)  # batches mix images
+        finally:
+            hook.remove()
+        seen = torch.cat(seen)
+        assert seen.shape == (2 * (steps + 1), 3, 32, 32)
+        for i in range(2):
+            for s in range(steps + 1):
+                moved = torch.zeros(pixels, dtype=torch.bool)
+                moved[order[i, : s * pixels // steps]] = True
+                moved = moved.view(1, 32, 32)
+                removed = moved if walk is deletion else ~moved
+                expected = model.normalize(torch.where(removed, base[i], x[i])[None])[0]
+                assert torch.equal(seen[i * (steps + 1) + s], expected)

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from workbench._core.batching import iter_batches
-from workbench._core.validation import check_baseline
-from workbench.metrics.baselines import Baseline, resolve_fill
+from workbench.metrics.baselines import Baseline
+from workbench.metrics.removal import remover
 from workbench.models.model import Model
 from workbench.models.scoring import Forward, batched_scores, prepare, score_fn
 
@@ -84,13 +84,9 @@ def _walk(model, x, y, maps, *, steps, baseline, max_fraction, batch_size, score
     ):
         raise ValueError(f"max_fraction: expected a fraction in (0, 1], got {max_fraction!r}")
     forward, x, y = prepare(model, x, y)
-    forward = score_fn(forward, score)
     maps = check_maps(maps, x)
-    pixel_range = isinstance(model, Model)
-    base = resolve_fill(baseline, x, pixel_range=pixel_range)
-    mask_aware = not isinstance(base, torch.Tensor)  # e.g. ROAD: the fill depends on what is removed
-    if not mask_aware:  # a static baseline image, computed once
-        start, fill = (base, x) if insert else (x, base)
+    forward, remove = remover(model, x, baseline)
+    forward = score_fn(forward, score)
     n, _, h, w = x.shape
     n_pixels = h * w
     moved_total = round(max_fraction * n_pixels)
@@ -106,13 +102,9 @@ def _walk(model, x, y, maps, *, steps, baseline, max_fraction, batch_size, score
     for sl in iter_batches(n * points, batch_size):
         k = torch.arange(sl.start, sl.stop, device=x.device)
         img, step = k // points, k % points
-        moved = (rank[img] < counts[step][:, None]).view(-1, 1, h, w)
-        if mask_aware:  # insertion: the pixels not yet put back are the removed ones
-            images = base.fill(x[img], ~moved if insert else moved)
-            check_baseline(images, x[img], pixel_range=pixel_range)  # shape and range of the user's fill
-        else:
-            images = torch.where(moved, fill[img], start[img])
-        scores[sl] = batched_scores(forward, images, y[img], batch_size)
+        moved = (rank.index_select(0, img) < counts.index_select(0, step)[:, None]).view(-1, 1, h, w)
+        images = remove(img, ~moved if insert else moved)  # insertion: not yet put back = removed
+        scores[sl] = batched_scores(forward, images, y.index_select(0, img), batch_size)
     curve = scores.view(n, points)
     auc = (curve[:, :-1] + curve[:, 1:]).sum(1) / (2 * steps)
     return CausalFidelity(auc=auc, curve=curve, fractions=counts.float().cpu() / n_pixels)

@@ -17,9 +17,10 @@ from torch import nn
 
 from workbench._core.batching import iter_batches
 from workbench._core.seeding import make_generator
-from workbench.metrics.baselines import Baseline, resolve_fill
+from workbench.metrics.baselines import Baseline
 from workbench.metrics.causal_fidelity import check_maps
 from workbench.metrics.map_similarity import pearson, spearman
+from workbench.metrics.removal import remover
 from workbench.models.model import Model
 from workbench.models.scoring import Forward, class_scores, prepare, score_fn
 
@@ -109,8 +110,8 @@ def mufidelity(
     forward, x, y = prepare(model, x, y)
     forward = score_fn(forward, score)
     maps = check_maps(maps, x)
-    base = resolve_fill(baseline, x, pixel_range=isinstance(model, Model))
-    mask_aware = not isinstance(base, torch.Tensor)  # ROAD: the fill depends on the removed cells
+    removed_forward, remove = remover(model, x, baseline)
+    removed_forward = score_fn(removed_forward, score)
     n, _, h, w = x.shape
     if grid_size > min(h, w):
         raise ValueError(
@@ -132,9 +133,10 @@ def mufidelity(
     for sl in iter_batches(n * n_samples, batch_size):
         idx = torch.arange(sl.start, sl.stop, device=x.device)
         img, sample = idx // n_samples, idx % n_samples
-        cut = pixels[sample][:, None].bool()
-        inputs = base.fill(x[img], cut) if mask_aware else torch.where(cut, base[img], x[img])
-        drops[sl] = reference[img] - class_scores(forward(inputs), y[img]).float()
+        inputs = remove(img, pixels.index_select(0, sample)[:, None].bool())
+        drops[sl] = reference.index_select(0, img) - class_scores(
+            removed_forward(inputs), y.index_select(0, img)
+        )
     drops = drops.view(n, n_samples)
     corr = pearson if correlation == "pearson" else spearman
     return corr(attributed, drops.double())

@@ -14,7 +14,16 @@ from workbench._core.devices import module_device
 from workbench._core.validation import check_images, check_targets
 from workbench.models.model import Model
 
-__all__ = ["Forward", "batched_scores", "class_scores", "forward_fn", "model_device", "prepare", "score_fn"]
+__all__ = [
+    "Forward",
+    "batched_scores",
+    "class_scores",
+    "forward_fn",
+    "model_device",
+    "normalize_and_net",
+    "prepare",
+    "score_fn",
+]
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -32,6 +41,19 @@ def forward_fn(model: Model | nn.Module | Forward) -> Forward:
     raise ValueError(
         f"model: expected a workbench Model, an nn.Module or a callable, got {type(model).__name__}"
     )
+
+
+def normalize_and_net(model: Model | nn.Module | Forward) -> tuple[Forward, Forward]:
+    """``(normalize, net)`` with ``forward_fn(model)(x) == net(normalize(x))``.
+
+    A workbench :class:`Model` normalizes every batch it is given; a caller that builds many images
+    from a few (deletion's N (steps + 1) images from N originals and N baselines) can normalize the few
+    once and build the rest in normalized space. Per-channel normalization is elementwise, so choosing
+    a pixel before or after it gives the same value. Other models get the identity.
+    """
+    if isinstance(model, Model):
+        return model.normalize, model.net
+    return (lambda x: x), forward_fn(model)
 
 
 def model_device(model: Model | nn.Module | Forward, x: torch.Tensor) -> torch.device:
