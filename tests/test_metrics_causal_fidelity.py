@@ -138,7 +138,7 @@ def test_a_workbench_model_sees_exactly_the_perturbed_images():
     order = torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
     for walk in (deletion, insertion):
         seen = []
-        hook = model.net.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].clone()))
+        hook = model.net.register_forward_hook(lambda mod, inp, out, seen=seen: seen.append(inp[0].clone()))
         try:
             walk(model, x, 0, maps, steps=steps, baseline=base, batch_size=3)  # batches mix images
         finally:

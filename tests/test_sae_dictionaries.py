@@ -70,6 +70,30 @@ def test_topk_encode_equals_overcomplete_given_the_same_weights():
     assert torch.allclose(ours.encode(x), z_theirs, atol=1e-5)
 
 
+def test_topk_sparse_forward_equals_the_dense_path():
+    """On a CPU TopKSAE.forward (and RA-SAE's, which inherits it) goes through the k active atoms
+    only; it must give encode(x), decode(encode(x)) and their gradients. Known: the same sums taken in
+    another order, so float32 rounding (1e-5 relative) is the tolerance."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 12, generator=g)
+    for make in (lambda: TopKSAE(12, 40, k=5, seed=3), lambda: RASAE(12, 40, x[:30], k=5, seed=3)):
+        sparse, dense = make(), make()
+        with torch.no_grad():
+            for model in (sparse, dense):  # non-zero biases, so both reach every term
+                model.bias.copy_(torch.linspace(-1, 1, 12))
+                model.b_enc.copy_(torch.linspace(-0.2, 0.2, 40))
+        codes, x_hat = sparse(x)
+        ref_codes = dense.encode(x)
+        ref_hat = dense.decode(ref_codes)
+        torch.testing.assert_close(codes, ref_codes, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x_hat, ref_hat, rtol=1e-5, atol=1e-5)
+        ((x_hat - x).pow(2).mean() + codes.sum() / 100).backward()
+        ((ref_hat - x).pow(2).mean() + ref_codes.sum() / 100).backward()
+        for (name, p), q in zip(sparse.named_parameters(), dense.parameters()):
+            if p.requires_grad:
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_mp_positive_equals_overcomplete_mpsae():
     """With the same unit atoms and no bias, our ``selection="positive"`` pursuit is theirs, as long as
     every picked correlation is positive (they do not clip; we clip at 0, see MPSAE)."""
@@ -172,6 +196,21 @@ def test_project_simplex_and_kmeans():
     p = project_simplex(v)
     assert (p >= 0).all() and torch.allclose(p.sum(1), torch.ones(20), atol=1e-5)
     assert torch.allclose(project_simplex(p), p, atol=1e-6)  # identity on the simplex
+    # the textbook sort-based projection (Duchi et al. 2008) in numpy, float64: rounding only
+    rows = torch.cat([v, torch.rand(20, 7, generator=g) * 0.01])
+    u = -np.sort(-rows.double().numpy(), axis=1)
+    css = np.cumsum(u, axis=1) - 1
+    rho = (u - css / np.arange(1, 8) > 0).sum(1)
+    tau = css[np.arange(len(u)), rho - 1] / rho
+    expected = np.maximum(rows.double().numpy() - tau[:, None], 0)
+    np.testing.assert_allclose(project_simplex(rows).numpy(), expected, atol=1e-6)
+    # a one-hot row after an Adam step, (1 + a, a, ..., a): tau rounds just below a, which once made
+    # the masked loop cycle for 1024 rounds; the projection must still be (1, 0, ..., 0) to rounding
+    row = torch.full((1, 1024), 4e-4)
+    row[0, 3] = 1 + 4e-4
+    onehot = torch.zeros(1, 1024)
+    onehot[0, 3] = 1
+    assert torch.allclose(project_simplex(row), onehot, atol=1e-6)
     # optimality: no simplex point is closer (random ones tried)
     others = project_simplex(torch.randn(500, 7, generator=g))
     for i in range(3):

@@ -82,28 +82,41 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 50, seed: int = 0, batch_size: 
     return centroids
 
 
-def project_simplex(v: torch.Tensor, max_iter: int = 1000) -> torch.Tensor:
+def project_simplex(v: torch.Tensor, max_iter: int = 100) -> torch.Tensor:
     """Euclidean projection of each row of ``v`` onto the probability simplex.
 
-    The nearest point with non-negative entries summing to one is ``max(v - tau, 0)`` (Duchi et al.
-    2008, "Efficient projections onto the l1-ball"). ``tau`` is found by Michelot's algorithm (1986):
-    start from the whole row as the support, set ``tau = (sum of the support - 1) / |support|``, keep
-    the entries above ``tau``, repeat; ``tau`` only grows and the support only shrinks, so it stops,
-    exactly, after at most ``n`` rounds (about ten in practice). Each round is a batched pass over the
-    rows, where the sort-based algorithm sorts every row: about 3x faster on RA-SAE's W after an
-    optimizer step (1024 x 1024, measured on a CPU thread). Unlike a softmax or a ReLU-and-renormalise,
-    it is the identity on points already in the simplex and it produces exact zeros.
+    The nearest point with non-negative entries summing to one is ``relu(v - tau)`` with ``tau`` the
+    root of ``f(tau) = sum relu(v - tau) = 1`` (Duchi et al. 2008, "Efficient projections onto the
+    l1-ball"). ``f`` is convex, decreasing and piecewise linear, so Newton's method started left of the
+    root, ``tau <- tau + (f(tau) - 1) / |{v > tau}|``, climbs to it without overshooting and lands on it
+    exactly once the support ``{v > tau}`` stops changing. These are the iterates of Michelot's
+    algorithm (1986), written without boolean masks: on a CPU a boolean pass over RA-SAE's 1024 x 1024
+    ``W`` costs 3 to 10 times a float one, and this version is 3x faster than the masked one and 15x
+    faster than sorting every row. Both starting points, ``max(v) - 1`` and ``(sum(v) - 1) / n``, lie
+    left of the root. (Starting from the previous step's ``tau`` was tried: the first Newton step from
+    the right lands far left, and training took more rounds, not fewer.) Unlike a softmax or a
+    ReLU-and-renormalise, it is the identity on points already in the simplex and it produces exact
+    zeros.
+
+    Parameters
+    ----------
+    v
+        (..., n) rows to project.
+    max_iter
+        Cap on the Newton rounds (the support of an n-vector can change at most n times).
     """
     n = v.shape[-1]
-    support = torch.ones_like(v, dtype=torch.bool)
-    tau = (v.sum(-1, keepdim=True) - 1) / n
-    for _ in range(max(1, min(max_iter, n))):
-        kept = v > tau
-        if torch.equal(kept, support):
+    tau = torch.maximum(v.amax(-1, keepdim=True) - 1, (v.sum(-1, keepdim=True) - 1) / n)
+    count = None
+    for _ in range(max(1, max_iter)):
+        excess = (v - tau).relu_()
+        total = excess.sum(-1, keepdim=True)
+        new_count = excess.sign_().sum(-1, keepdim=True)  # |{v > tau}| >= 1: the maximum stays above tau
+        tau = tau + ((total - 1) / new_count).clamp_min(0)  # clamp: rounding never moves tau left
+        if count is not None and torch.equal(new_count, count):
             break
-        support = kept
-        tau = ((v * support).sum(-1, keepdim=True) - 1) / support.sum(-1, keepdim=True).clamp_min(1)
-    return torch.clamp(v - tau, min=0)
+        count = new_count
+    return (v - tau).relu_()
 
 
 class RASAE(TopKSAE):

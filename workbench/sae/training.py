@@ -11,14 +11,16 @@ Optional hooks a dictionary may define
 The trainer looks for two methods on the SAE and uses them when present; a variant needs neither.
 
 ``aux_loss(x, codes, x_hat, dead_mask) -> Tensor | None``
-    An auxiliary term added to ``loss`` at every step, already weighted by the model's own coefficient.
-    ``dead_mask`` is a bool tensor (n_atoms,) on the model's device: True for atoms that fired on no
-    input during the last ``dead_window`` steps (over all ranks). It is meant for TopK-aux (Gao et al.
+    An auxiliary term added to ``loss`` at every step where some atom is dead, already weighted by the
+    model's own coefficient. ``dead_mask`` is a bool tensor (n_atoms,) on the model's device: True for
+    atoms that fired on no input during the last ``dead_window`` steps (over all ranks). The trainer
+    does not call it while no atom can be dead (TopK-aux costs a second encoder pass and a decoder
+    pass): it keeps ``min(last fired step) + dead_window``, the first step at which an atom could be
+    dead, and reads it from the device only when that step is reached. It is meant for TopK-aux (Gao et al.
     2024, arXiv:2406.04093, section A.2): reconstruct the residual ``x - x_hat.detach()`` from the
     ``k_aux`` largest pre-activations of the dead atoms only, and return
     ``aux_coeff * mse(residual_hat, residual) / residual.var()``-style scaling of the variant's choice.
-    Return a zero (or None) when no atom is dead; avoid reading ``dead_mask.any()`` on the host if
-    possible, it costs a device synchronisation each step. The term is logged as ``"aux"``.
+    Return a zero (or None) when no atom is dead. The term is logged as ``"aux"`` (0 at steps without it).
 ``revive(dead_mask, x) -> None`` (or MPSAE's ``revive_dead_atoms(x, dead)``)
     Called without gradient every ``revive_every`` steps when some atom is dead (matching-pursuit SAEs
     re-seed dead atoms from the current batch ``x`` of this rank). Under DDP every rank calls it and the
@@ -568,6 +570,9 @@ def _loop(*, sae, source, steps, batch_size, lr, seed, checkpoint_dir, device, c
         model = DistributedDataParallel(sae, device_ids=[device.index] if device.type == "cuda" else None,
                                         find_unused_parameters=find_unused_parameters)  # fmt: skip
     has_aux = callable(getattr(sae, "aux_loss", None))
+    # No atom can be dead before this step (last_fired only grows): exact, and a host read only when
+    # it is reached, so TopK-aux costs nothing while every atom fires.
+    first_death = int(last_fired.min()) + dead_window
     # revive(dead_mask, x) is the hook; MPSAE's revive_dead_atoms(x, dead) is accepted as the same thing
     if callable(getattr(sae, "revive", None)):
         revive = sae.revive
@@ -615,7 +620,9 @@ def _loop(*, sae, source, steps, batch_size, lr, seed, checkpoint_dir, device, c
             codes, x_hat = model(x)
             terms = dict(sae.loss(x, codes, x_hat))
             loss = terms.pop("loss")
-            if has_aux:
+            if has_aux and step >= first_death:
+                first_death = int(last_fired.min()) + dead_window
+            if has_aux and step >= first_death:
                 dead_mask = (step - last_fired) >= dead_window
                 aux = sae.aux_loss(x, codes, x_hat, dead_mask)
                 if aux is not None:
