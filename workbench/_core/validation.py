@@ -9,6 +9,13 @@ from collections.abc import Iterable, Sequence
 import torch
 
 
+def check_int(value: int, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum`` (Python or NumPy integers; not bools), or a clear error naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def check_images(
     x: torch.Tensor,
     name: str = "x",

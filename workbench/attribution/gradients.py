@@ -24,7 +24,7 @@ from torch import nn
 from workbench._core.batching import iter_batches
 from workbench._core.progress import progress as _progress
 from workbench._core.seeding import make_generator
-from workbench._core.validation import check_baseline
+from workbench._core.validation import check_baseline, check_int
 from workbench.attribution._base import (
     REDUCTIONS,
     Forward,
@@ -54,12 +54,6 @@ def check_reduce(reduce: str) -> None:
     """Fail before any forward pass on an unknown channel reduction."""
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce: expected one of {REDUCTIONS}, got {reduce!r}")
-
-
-def _check_positive_int(value: int, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def score_gradients(forward: Forward, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -233,7 +227,7 @@ def integrated_gradients(
         (N, H, W) float32 signed maps, or (N, C, H, W) with ``reduce="none"``.
     """
     check_reduce(reduce)
-    steps = _check_positive_int(steps, "steps")
+    steps = check_int(steps, "steps")
     forward, x, y = prepare(model, x, y)
     base = check_baseline(baseline, x, pixel_range=isinstance(model, Model))
     alphas, weights = (t.to(device=x.device, dtype=x.dtype) for t in gauss_legendre(steps))
@@ -268,7 +262,7 @@ def _noisy_gradient_moments(
     exactly 0 and there is no cancellation when the spread is small.
     """
     check_reduce(reduce)
-    n_samples = _check_positive_int(n_samples, "n_samples", min_samples)
+    n_samples = check_int(n_samples, "n_samples", min_samples)
     noise = float(noise)
     if not noise >= 0 or noise == float("inf"):
         raise ValueError(f"noise: expected a finite std >= 0 (a fraction of the input range), got {noise}")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from workbench._core.progress import progress as _progress
 from workbench._core.seeding import make_generator
+from workbench._core.validation import check_int
 from workbench.attribution._base import batched_scores, finite_maps, prepare
 from workbench.attribution.perturbations import Perturbation, resolve_perturbation
 from workbench.attribution.registry import register
@@ -84,12 +85,6 @@ def check_probability(p: float) -> float:
     if not isinstance(p, int | float) or not 0.0 < float(p) < 1.0:
         raise ValueError(f"p: expected a probability strictly between 0 and 1, got {p!r}")
     return float(p)
-
-
-def check_count(name: str, value: int, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
 
 
 @register("rise")
@@ -156,9 +151,9 @@ def rise(
     """
     forward, x, y = prepare(model, x, y)
     n, _, h, w = x.shape
-    check_count("n_masks", n_masks)
-    check_count("grid_size", grid_size)
-    check_count("batch_size", batch_size)
+    check_int(n_masks, "n_masks")
+    check_int(grid_size, "grid_size")
+    check_int(batch_size, "batch_size")
     p = check_probability(p)
     if grid_size > min(h, w):
         raise ValueError(f"grid_size: {grid_size} is larger than the images ({h}, {w})")

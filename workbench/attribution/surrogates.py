@@ -20,10 +20,11 @@ import torch
 
 from workbench._core.progress import progress as _progress
 from workbench._core.seeding import make_generator
+from workbench._core.validation import check_int
 from workbench.attribution._base import finite_maps, perturbed_scores, prepare
 from workbench.attribution.occlusion_patches import expand_baseline
 from workbench.attribution.registry import register
-from workbench.attribution.rise_sampling import check_count, check_probability
+from workbench.attribution.rise_sampling import check_probability
 
 Segmentation = Literal["grid", "slic"] | torch.Tensor | np.ndarray
 
@@ -80,13 +81,13 @@ def segments(
     n, _, h, w = x.shape
     if isinstance(segmentation, str):
         if segmentation == "grid":
-            check_count("grid_size", grid_size)
+            check_int(grid_size, "grid_size")
             if grid_size > min(h, w):
                 raise ValueError(f"grid_size: {grid_size} is larger than the images ({h}, {w})")
             labels = grid_segments(h, w, grid_size, x.device).expand(n, h, w)
             return labels, torch.full((n,), grid_size * grid_size)
         if segmentation == "slic":
-            check_count("grid_size", grid_size)
+            check_int(grid_size, "grid_size")
             labels, counts = _contiguous(slic_segments(x, grid_size * grid_size))
             return labels.to(x.device), counts
         raise ValueError(
@@ -307,8 +308,8 @@ def lime(
     Forward passes: ``N * ceil(n_samples / batch_size)``, each with at most ``batch_size`` inputs.
     """
     forward, x, y = prepare(model, x, y)
-    check_count("n_samples", n_samples, minimum=2)
-    check_count("batch_size", batch_size)
+    check_int(n_samples, "n_samples", 2)
+    check_int(batch_size, "batch_size")
     p = check_probability(p)
     if not (isinstance(kernel_width, int | float) and kernel_width > 0):
         raise ValueError(f"kernel_width: expected a positive number, got {kernel_width!r}")
@@ -430,8 +431,8 @@ def kernel_shap(
     (``S_i`` segments of image i), each with at most ``batch_size`` inputs.
     """
     forward, x, y = prepare(model, x, y)
-    check_count("n_samples", n_samples, minimum=2)
-    check_count("batch_size", batch_size)
+    check_int(n_samples, "n_samples", 2)
+    check_int(batch_size, "batch_size")
     labels, counts = segments(x, segmentation, grid_size)
     base = expand_baseline(baseline, x)
     n, s_max = len(x), int(counts.max())

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from workbench._core.batching import iter_batches
-from workbench._core.validation import check_images, closest_names
+from workbench._core.validation import check_images, check_int, closest_names
 from workbench.metrics.baselines import Baseline, resolve_baseline
-from workbench.metrics.causal_fidelity import deletion, positive_int
+from workbench.metrics.causal_fidelity import deletion
 from workbench.models.model import Model
 from workbench.models.scoring import Forward, batched_scores, model_device, prepare, score_fn
 
@@ -113,8 +113,8 @@ def information_removal(
     InformationRemoval
         ``.curve`` (N, steps + 1), ``.drop`` and ``.removed`` (N,), ``.alphas`` (steps + 1,) on the CPU.
     """
-    steps = positive_int(steps, "steps")
-    batch_size = positive_int(batch_size, "batch_size")
+    steps = check_int(steps, "steps")
+    batch_size = check_int(batch_size, "batch_size")
     forward, x, y = prepare(model, x, y)
     forward = score_fn(forward, score)
     base = resolve_baseline(baseline, x, pixel_range=isinstance(model, Model))
@@ -213,7 +213,7 @@ def penultimate_features(
         channels=model.input_size[0] if is_model else None,
         value_range=(0.0, 1.0) if is_model else None,
     )
-    batch_size = positive_int(batch_size, "batch_size")
+    batch_size = check_int(batch_size, "batch_size")
     names = [name for name, _ in net.named_modules() if name]
     if layer is None:
         name, use_input = classifier_head(net), True
@@ -253,8 +253,8 @@ def knn_distance(
     ``chunk_size`` queries against ``chunk_size`` bank rows at a time: memory is O(chunk_size^2)
     whatever N and M.
     """
-    k = positive_int(k, "k")
-    chunk_size = positive_int(chunk_size, "chunk_size")
+    k = check_int(k, "k")
+    chunk_size = check_int(chunk_size, "chunk_size")
     if queries.ndim != 2 or bank.ndim != 2 or queries.shape[1] != bank.shape[1]:
         raise ValueError(
             f"features: expected queries (N, D) and bank (M, D) with the same D, got"

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from workbench._core.batching import iter_batches
+from workbench._core.validation import check_int
 from workbench.metrics.baselines import Baseline
 from workbench.metrics.removal import remover
 from workbench.models.model import Model
@@ -46,12 +47,6 @@ class CausalFidelity:
     fractions: torch.Tensor
 
 
-def positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    return value
-
-
 def check_maps(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Maps (N, H, W) or (N, C, H, W) matching ``x``, as detached (N, H, W) float32 (channels averaged)."""
     n, _, h, w = x.shape
@@ -75,8 +70,8 @@ def check_maps(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def _walk(model, x, y, maps, *, steps, baseline, max_fraction, batch_size, score, insert) -> CausalFidelity:
-    steps = positive_int(steps, "steps")
-    batch_size = positive_int(batch_size, "batch_size")
+    steps = check_int(steps, "steps")
+    batch_size = check_int(batch_size, "batch_size")
     if (
         isinstance(max_fraction, bool)
         or not isinstance(max_fraction, int | float)

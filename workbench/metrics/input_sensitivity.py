@@ -14,6 +14,7 @@ from torch import nn
 
 from workbench._core.batching import iter_batches
 from workbench._core.seeding import make_generator
+from workbench._core.validation import check_int
 from workbench.models.model import Model
 from workbench.models.scoring import Forward, prepare
 
@@ -88,9 +89,8 @@ def average_stability(
         )
     if isinstance(radius, bool) or not isinstance(radius, int | float) or not radius > 0:
         raise ValueError(f"radius: expected a number > 0, got {radius!r}")
-    for value, name in ((n_samples, "n_samples"), (batch_size, "batch_size")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    check_int(n_samples, "n_samples")
+    check_int(batch_size, "batch_size")
     if distance not in DISTANCES:
         raise ValueError(f"distance: expected one of {DISTANCES}, got {distance!r}")
     _, x, y = prepare(model, x, y)

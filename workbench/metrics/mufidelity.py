@@ -17,6 +17,7 @@ from torch import nn
 
 from workbench._core.batching import iter_batches
 from workbench._core.seeding import make_generator
+from workbench._core.validation import check_int
 from workbench.metrics.baselines import Baseline
 from workbench.metrics.causal_fidelity import check_maps
 from workbench.metrics.map_similarity import pearson, spearman
@@ -33,12 +34,6 @@ def _check_fraction(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
         raise ValueError(f"{name}: expected a fraction in (0, 1), got {value!r}")
     return float(value)
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
 
 
 @torch.inference_mode()
@@ -101,9 +96,9 @@ def mufidelity(
         (N,) float32 correlations in [-1, 1]; 0 for a map whose subset sums do not vary (a constant
         map) or a model whose score does not move.
     """
-    grid_size = _check_int(grid_size, "grid_size", 1)
-    n_samples = _check_int(n_samples, "n_samples", 2)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    grid_size = check_int(grid_size, "grid_size")
+    n_samples = check_int(n_samples, "n_samples", 2)
+    batch_size = check_int(batch_size, "batch_size")
     subset_fraction = _check_fraction(subset_fraction, "subset_fraction")
     if correlation not in CORRELATIONS:
         raise ValueError(f"correlation: expected one of {CORRELATIONS}, got {correlation!r}")

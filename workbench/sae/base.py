@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from workbench._core.validation import check_int
+
 __all__ = ["SparseAutoencoder"]
 
 
@@ -38,9 +40,8 @@ class SparseAutoencoder(nn.Module):
 
     def __init__(self, d: int, n_atoms: int):
         super().__init__()
-        for value, name in ((d, "d"), (n_atoms, "n_atoms")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        check_int(d, "d")
+        check_int(n_atoms, "n_atoms")
         self.d = d
         self.n_atoms = n_atoms
         self.bias = nn.Parameter(torch.zeros(d))

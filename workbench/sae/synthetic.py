@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from workbench._core.seeding import make_generator
+from workbench._core.validation import check_int
 
 __all__ = ["sparse_mixtures"]
 
@@ -65,8 +66,7 @@ def sparse_mixtures(
         Same seed, same data.
     """
     for value, name in ((n, "n"), (d, "d"), (n_atoms, "n_atoms"), (k, "k")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        check_int(value, name)
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     g = make_generator(seed)

@@ -59,6 +59,7 @@ from torch import nn
 from workbench._core.devices import module_device, resolve_device
 from workbench._core.progress import progress as _progress
 from workbench._core.serialization import atomic_write_bytes, load_result, save_result
+from workbench._core.validation import check_int
 
 __all__ = ["TrainHistory", "train", "CHECKPOINT_NAME"]
 
@@ -495,8 +496,7 @@ def train(
     """
     for value, name, low in ((steps, "steps", 0), (batch_size, "batch_size", 1), (log_every, "log_every", 1),
                              (dead_window, "dead_window", 1), (checkpoint_every, "checkpoint_every", 1)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+        check_int(value, name, low)
     if not lr > 0:
         raise ValueError(f"lr: expected a number > 0, got {lr!r}")
     if schedule not in ("constant", "cosine"):

@@ -33,7 +33,7 @@ import param
 import torch
 from panel.viewable import Viewer
 
-from workbench._core.validation import check_images
+from workbench._core.validation import check_images, check_int
 from workbench.widgets._common import (
     ActivationRows,
     check_atom,
@@ -255,8 +255,7 @@ class AtomBrowser(Viewer):
             )
         for value, name, lo in ((page_size, "page_size", 1), (columns, "columns", 1), (top_k, "top_k", 1),
                                 (n_quantiles, "n_quantiles", 0), (batch_size, "batch_size", 1)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
+            check_int(value, name, lo)
         if not 0 < crop <= 1:
             raise ValueError(f"crop: expected a fraction in (0, 1], got {crop!r}")
         self.sae, self.title = sae, str(title)

@@ -27,7 +27,7 @@ import param
 import torch
 from panel.viewable import Viewer
 
-from workbench._core.validation import check_images
+from workbench._core.validation import check_images, check_int
 from workbench.widgets._common import (
     ActivationRows,
     check_atom,
@@ -162,8 +162,7 @@ class BlindspotComparer(Viewer):
     ):
         ensure_extension()
         for value, name in ((top, "top"), (n_examples, "n_examples"), (batch_size, "batch_size")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+            check_int(value, name)
         result = delta if all(hasattr(delta, a) for a in ("delta", "suppressed", "exaggerated")) else None
         d = result.delta if result is not None else delta
         d = torch.as_tensor(d.detach() if isinstance(d, torch.Tensor) else d).double().cpu()

@@ -4,8 +4,7 @@
 
 The activations are those of ``zoo:resnet_shapes`` at ``layer3`` (8 x 8 tokens per image) on
 PlantedShapes images, written to an ActivationStore (``pooling="none"``) in a temporary folder; the
-dictionary is an RA-SAE on k-means candidates, fitted here with a short Adam loop (``sae.loss``, then
-``sae.constrain()``), and a second TopK run gives the stability score. The model gives the class
+dictionary is an RA-SAE on k-means candidates, fitted here with the package trainer (300 steps), and a second TopK run gives the stability score. The model gives the class
 directions of the importance. A line under the browser shows the atom selected on the Python side.
 
 Environment variables (all optional): WB_APP_N (images, default 96), WB_APP_SEED (default 0).
@@ -21,20 +20,12 @@ SEED = int(os.environ.get("WB_APP_SEED", "0"))
 N_ATOMS = 40
 
 
-def fit(sae, X, steps=300, batch_size=256, lr=3e-3, seed=0):
-    """A local training loop: Adam, ``sae.loss``, then ``sae.constrain()`` after each step."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=lr)
-    sae.train()
-    for _ in range(steps):
-        x = X[torch.randint(X.shape[0], (batch_size,), generator=g)]
-        codes, x_hat = sae(x)
-        loss = sae.loss(x, codes, x_hat)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sae.constrain()
-    return sae.eval()
+def fit(sae, X, seed=0):
+    """300 steps of the package trainer (``workbench.sae.training.train``); the SAE comes back in eval mode."""
+    from workbench.sae.training import train
+
+    train(sae, X, steps=300, batch_size=256, lr=3e-3, seed=seed, progress=False)
+    return sae
 
 
 def build(n: int = N, seed: int = SEED, path: str | None = None):

@@ -4,7 +4,7 @@
 
 Two PlantedShapes sets: a reference without striped objects (``concept_weights={"texture=stripes":
 0.0}``) and a compared set where stripes weigh 5. A TopK SAE is fitted here on ``zoo:resnet_shapes``
-``layer3`` activations of both sets (a short Adam loop), and :func:`workbench.sae.blindspots` gives
+``layer3`` activations of both sets (the package trainer, 300 steps), and :func:`workbench.sae.blindspots` gives
 the delta: atoms of striped objects come out exaggerated in the compared set. A line under the
 comparer shows the atom selected on the Python side.
 
@@ -19,20 +19,12 @@ N = int(os.environ.get("WB_APP_N", "80"))
 SEED = int(os.environ.get("WB_APP_SEED", "0"))
 
 
-def fit(sae, X, steps=300, batch_size=256, lr=3e-3, seed=0):
-    """A local training loop: Adam, ``sae.loss``, then ``sae.constrain()`` after each step."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=lr)
-    sae.train()
-    for _ in range(steps):
-        x = X[torch.randint(X.shape[0], (batch_size,), generator=g)]
-        codes, x_hat = sae(x)
-        loss = sae.loss(x, codes, x_hat)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sae.constrain()
-    return sae.eval()
+def fit(sae, X, seed=0):
+    """300 steps of the package trainer (``workbench.sae.training.train``); the SAE comes back in eval mode."""
+    from workbench.sae.training import train
+
+    train(sae, X, steps=300, batch_size=256, lr=3e-3, seed=seed, progress=False)
+    return sae
 
 
 def build(n: int = N, seed: int = SEED):
