@@ -21,10 +21,11 @@ N_ATOMS = 40
 
 
 def fit(sae, X, seed=0):
-    """300 steps of the package trainer (``workbench.sae.training.train``); the SAE comes back in eval mode."""
+    """300 steps of the package trainer (``workbench.sae.training.train``), with TopK-aux on atoms silent
+    for 50 steps (the default window, 1,000, is longer than the run): a third of the atoms die otherwise."""
     from workbench.sae.training import train
 
-    train(sae, X, steps=300, batch_size=256, lr=3e-3, seed=seed, progress=False)
+    train(sae, X, steps=300, batch_size=256, lr=3e-3, seed=seed, progress=False, dead_window=50)
     return sae
 
 
