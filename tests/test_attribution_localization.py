@@ -61,7 +61,7 @@ def test_energy_in_object_mask_over_64_images():
     for name, params in METHODS.items():
         kw = dict(params)
         if "batch_size" in A.get_method(name).__code__.co_varnames:
-            kw.setdefault("batch_size", 256)
+            kw.setdefault("batch_size", 64)  # this CNN runs 440 rows/s at 64 a pass on 2 cores, 280 at 256
         maps = A.get_method(name)(model, x, y, **kw)
         assert maps.shape == (64, 64, 64) and torch.isfinite(maps).all(), name
         table[name] = float(energy_in_mask(maps, masks).mean())
