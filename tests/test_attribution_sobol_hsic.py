@@ -421,8 +421,8 @@ def test_zoo_cnn_attribution_energy_in_object_mask(zoo_cnn):
 
     data = planted_shapes(8, size=64, seed=7)
     x, y, masks = data.images, data.labels, data.object_masks.float()
-    s = sobol(zoo_cnn, x, y, grid_size=8, nb_design=32, perturbation="amplitude", batch_size=256)
-    h = hsic(zoo_cnn, x, y, grid_size=8, nb_design=512, perturbation="amplitude", batch_size=256)
+    s = sobol(zoo_cnn, x, y, grid_size=8, nb_design=32, perturbation="amplitude", batch_size=64)
+    h = hsic(zoo_cnn, x, y, grid_size=8, nb_design=512, perturbation="amplitude", batch_size=64)
     es, eh = energy_in_mask(s, masks), energy_in_mask(h, masks)
     assert es.mean() >= 0.6, f"sobol energy {es}"
     assert eh.mean() >= 0.6, f"hsic energy {eh}"
