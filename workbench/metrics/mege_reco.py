@@ -41,7 +41,7 @@ from torch import nn
 
 from workbench._core.batching import iter_batches
 from workbench._core.devices import module_device
-from workbench._core.validation import check_images
+from workbench._core.validation import check_images, check_int
 from workbench.metrics.map_similarity import average_ranks
 
 __all__ = ["MeGeReCo", "mege_reco", "spearman_distance"]
@@ -310,8 +310,7 @@ def mege_reco(
         raise ValueError(f"rule: expected 'correct' or 'prediction', got {rule!r}")
     if constant not in ("penalize", "drop"):
         raise ValueError(f"constant: expected 'penalize' or 'drop', got {constant!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+    check_int(batch_size, "batch_size")
 
     precomputed = isinstance(explain, torch.Tensor)
     if not precomputed and not callable(explain):
