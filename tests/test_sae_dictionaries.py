@@ -93,6 +93,13 @@ def test_topk_sparse_forward_equals_the_dense_path():
             if p.requires_grad:
                 torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
 
+    class Doubled(TopKSAE):  # a variant that overrides encode: forward must run it, not the sparse path
+        def encode(self, x):
+            return 2 * super().encode(x)
+
+    doubled = Doubled(12, 40, k=5, seed=3)
+    torch.testing.assert_close(doubled(x)[0], 2 * TopKSAE(12, 40, k=5, seed=3).encode(x))
+
 
 def test_mp_positive_equals_overcomplete_mpsae():
     """With the same unit atoms and no bias, our ``selection="positive"`` pursuit is theirs, as long as

@@ -169,9 +169,15 @@ class TopKSAE(_LinearEncoderSAE):
         though only ``k`` codes per input are non-zero. On a CPU the atoms are chosen by one dense
         encoder pass without gradient, then the kept codes are recomputed from the ``k`` encoder rows
         and decoded from the ``k`` atoms (``embedding_bag``): the same values and gradients to rounding,
-        with about a fifth of the multiply-adds. On other devices the dense kernels are used.
+        with about a fifth of the multiply-adds. On other devices the dense kernels are used, and so is a
+        subclass that overrides ``encode``, ``pre_codes`` or ``decode`` (its own version must be the one
+        that runs).
         """
-        if x.device.type != "cpu":
+        cls = type(self)
+        own = (cls.encode, cls.pre_codes, cls.decode) == (
+            TopKSAE.encode, _LinearEncoderSAE.pre_codes, SparseAutoencoder.decode
+        )  # fmt: skip
+        if x.device.type != "cpu" or not own:
             return super().forward(x)
         k = check_k(self.k, self.n_atoms)
         centred = self.check_input(x) - self.bias
