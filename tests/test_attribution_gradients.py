@@ -81,15 +81,7 @@ class CamNet(nn.Module):
         return self.fc(self.features(x).mean((2, 3)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: a second intra-op thread gains nothing, and on a shared, loaded 2-core
-    machine every parallel op waits ~0.1 s at its barrier (measured: index_add_ on 600 floats 0.12 s
-    with 2 threads vs 1e-5 s with 1). Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (see conftest)
 
 
 @pytest.fixture(scope="module")

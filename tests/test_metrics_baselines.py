@@ -45,7 +45,7 @@ from workbench.metrics.baselines import (
     resolve_baseline,
 )
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
 
 
 def _images(n=3, c=3, h=12, w=10, seed=0):

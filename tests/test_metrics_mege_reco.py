@@ -16,7 +16,7 @@ from workbench.metrics.mege_reco import MeGeReCo, mege_reco, spearman_distance
 from workbench.models import Model
 from workbench.training import FoldModels, assign_folds, train_fold_models
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models (see conftest)
 
 
 def _setting(k: int = 4, n: int = 400, classes: int = 3, acc: float = 0.8, seed: int = 0):

@@ -24,7 +24,7 @@ from workbench.models import load_model
 from workbench.sae import TopKSAE, energy_difference
 from workbench.sae.training import train
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models (see conftest)
 
 SUPPRESSED, EXAGGERATED = "shape=star", "shape=circle"
 

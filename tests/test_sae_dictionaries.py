@@ -39,7 +39,7 @@ from workbench.sae import (
     stability,
 )
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models (see conftest)
 
 
 def overcomplete_sae():

@@ -20,7 +20,7 @@ from workbench.sae import (
     stability,
 )
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
 
 
 def overcomplete_metrics():

@@ -19,7 +19,7 @@ from workbench.data.activation_store import ActivationStore, extract_activations
 from workbench.sae.base import SparseAutoencoder
 from workbench.sae.training import CHECKPOINT_NAME, TrainHistory, _StoreSource, train
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models (see conftest)
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -35,10 +35,14 @@ def expected(attribution_viewer_server):
 
     from workbench.data.planted import planted_shapes
 
-    torch.set_num_threads(1)
-    app = _app_module()
-    data = planted_shapes(attribution_viewer_server["n"], seed=attribution_viewer_server["seed"])
-    maps = app.make_maps(data, model=None, seed=attribution_viewer_server["seed"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the app does: the same maps
+    try:
+        app = _app_module()
+        data = planted_shapes(attribution_viewer_server["n"], seed=attribution_viewer_server["seed"])
+        maps = app.make_maps(data, model=None, seed=attribution_viewer_server["seed"])
+    finally:
+        torch.set_num_threads(threads)
     return {"app": app, "data": data, "maps": maps}
 
 
