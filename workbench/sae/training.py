@@ -620,9 +620,9 @@ def _loop(*, sae, source, steps, batch_size, lr, seed, checkpoint_dir, device, c
             codes, x_hat = model(x)
             terms = dict(sae.loss(x, codes, x_hat))
             loss = terms.pop("loss")
-            if has_aux and step >= first_death:
+            if has_aux and step >= first_death:  # the bound is reached: read the true one (host sync)
                 first_death = int(last_fired.min()) + dead_window
-            if has_aux and step >= first_death:
+            if has_aux and step >= first_death:  # still reached: some atom is dead
                 dead_mask = (step - last_fired) >= dead_window
                 aux = sae.aux_loss(x, codes, x_hat, dead_mask)
                 if aux is not None:
