@@ -11,7 +11,7 @@ from torch import nn
 
 from workbench._core.batching import iter_batches
 from workbench._core.devices import module_device
-from workbench._core.validation import check_images, check_targets
+from workbench._core.validation import check_images, check_int, check_targets
 from workbench.models.model import Model
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "forward_fn",
     "model_device",
     "normalize_and_net",
+    "predict",
     "prepare",
     "score_fn",
 ]
@@ -111,3 +112,40 @@ def score_fn(forward: Forward, score: str) -> Forward:
     if score == "probability":
         return lambda b: torch.softmax(forward(b).float(), dim=1)
     return lambda b: forward(b).float()
+
+
+def predict(
+    model: Model | nn.Module | Forward, images: torch.Tensor, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted classes (N,) and their softmax probabilities (N,), on the CPU.
+
+    Batched (``batch_size`` rows a pass) under inference mode, on the model's device. A module is put in
+    eval mode for the call and its mode restored afterwards, errors included.
+
+    Raises
+    ------
+    ValueError
+        When the model does not return logits of shape (N, K).
+    """
+    batch_size = check_int(batch_size, "batch_size")
+    forward = forward_fn(model)
+    device = model_device(model, images)
+    module = model if isinstance(model, nn.Module) else None
+    was_training = module.training if module is not None else False
+    labels, confidence = [], []
+    try:
+        if module is not None:
+            module.eval()
+        with torch.inference_mode():
+            for sl in iter_batches(len(images), batch_size):
+                logits = forward(images[sl].to(device))
+                if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+                    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                    raise ValueError(f"model: expected logits of shape (N, K), got {shape}")
+                conf, pred = logits.float().softmax(1).max(1)
+                labels.append(pred.cpu())
+                confidence.append(conf.cpu())
+    finally:
+        if module is not None:
+            module.train(was_training)
+    return torch.cat(labels), torch.cat(confidence)

@@ -1,0 +1,69 @@
+"""The shared Registry (_core) and the one hook helper (models.hooks)."""
+
+import pytest
+import torch
+from torch import nn
+
+from workbench._core.registry import Registry
+from workbench.models import Model
+from workbench.models.hooks import forward_hooks, network, resolve_layer
+from workbench.models.scoring import predict
+
+
+def test_registry_register_get_and_closest_names():
+    reg = Registry("sampler")
+
+    @reg.register("uniform", paper="i.i.d.")
+    def uniform():
+        return 1
+
+    reg.register("sobol", lambda: 2, paper="Sobol 1967")
+    assert reg.get("uniform") is uniform and reg["sobol"]() == 2
+    assert reg.names() == ["sobol", "uniform"] and "sobol" in reg and len(reg) == 2
+    entry = reg.entry("uniform")
+    assert entry.paper == "i.i.d." and entry.module == __name__
+    with pytest.raises(KeyError, match=r"unknown sampler 'unifrom'; closest: \['uniform'\]"):
+        reg.get("unifrom")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("uniform", uniform)
+    assert "uniform" in reg.table() and "i.i.d." in reg.table()
+
+
+def test_forward_hooks_capture_replace_and_always_remove():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    seen = {}
+    x = torch.randn(5, 3)
+    with forward_hooks(net, ["0", "2"], lambda name, out: seen.setdefault(name, out)):
+        net(x)
+    assert set(seen) == {"0", "2"} and seen["2"].shape == (5, 2)
+    # a returned tensor replaces the output
+    with forward_hooks(net, ["2"], lambda name, out: torch.zeros_like(out)):
+        assert bool(net(x).eq(0).all())
+    # input hooks see the first positional input
+    with forward_hooks(net, ["2"], lambda name, inp: seen.__setitem__("in", inp), on_input=True):
+        net(x)
+    assert seen["in"].shape == (5, 4)
+
+    def boom(name, out):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError), forward_hooks(net, ["0"], boom):
+        net(x)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+
+
+def test_network_resolve_layer_and_predict():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    model = Model(net, input_size=(3, 2, 2))
+    assert network(model) is net and network(net) is net
+    with pytest.raises(ValueError, match="workbench Model or an nn.Module"):
+        network(lambda x: x)
+    assert resolve_layer(net, net[1]) == "1"
+    with pytest.raises(KeyError, match="closest valid names"):
+        resolve_layer(net, "11")
+    net.train()
+    x = torch.rand(7, 3, 2, 2)
+    labels, conf = predict(model, x, batch_size=3)
+    probs = model(x).softmax(1)
+    assert torch.equal(labels, probs.argmax(1)) and torch.allclose(conf, probs.max(1).values)
+    assert net.training  # the caller's mode is restored
