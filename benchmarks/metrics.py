@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import BatchLog, bare_passes, interleaved, machine, sync, table  # noqa: E402
 
 from workbench.metrics import deletion, insertion  # noqa: E402
-from workbench.metrics.mufidelity import mufidelity  # noqa: E402
+from workbench.metrics.mufidelity_correlation import mufidelity  # noqa: E402
 from workbench.models import load_model  # noqa: E402
 
 

@@ -74,3 +74,23 @@ def test_bad_input_and_no_mutation():
         bad[0, 0, 0] = float("nan")
         with pytest.raises(ValueError, match="NaN"):
             metric(bad, masks)
+
+
+def test_masks_of_other_images_are_refused_with_both_shapes():
+    """The README once passed a dataset's 64 masks against 4 maps: never broadcast, name both shapes."""
+    maps, masks = torch.rand(4, 16, 16), torch.rand(64, 16, 16) > 0.5
+    for metric in (energy_in_mask, mask_auc, pointing_game):
+        with pytest.raises(
+            ValueError, match=r"got 64 masks, shape \(64, 16, 16\), for 4 maps, shape \(4, 16, 16\)"
+        ):
+            metric(maps, masks)
+        # the fix the message suggests works
+        metric(maps, masks[:4])
+
+
+def test_localization_accepts_numpy_maps_and_masks():
+    masks = square_mask()
+    maps = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for metric in (energy_in_mask, mask_auc):
+        torch.testing.assert_close(metric(maps.numpy(), masks.numpy()), metric(maps, masks))
+    assert torch.equal(pointing_game(maps.double().numpy(), masks.numpy()), pointing_game(maps, masks))

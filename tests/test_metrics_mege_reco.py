@@ -11,8 +11,8 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
+from workbench.metrics.algorithmic_stability import MeGeReCo, mege_reco, spearman_distance
 from workbench.metrics.map_similarity import map_spearman as spearman_correlation
-from workbench.metrics.mege_reco import MeGeReCo, mege_reco, spearman_distance
 from workbench.models import Model
 from workbench.training import FoldModels, assign_folds, train_fold_models
 

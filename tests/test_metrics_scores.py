@@ -11,10 +11,10 @@ from scipy.stats import pearsonr, spearmanr
 from torch import nn
 
 from workbench.attribution import gradient_input, saliency
-from workbench.metrics.complexity import complexity, sparseness
-from workbench.metrics.input_sensitivity import average_stability
+from workbench.metrics.concentration import complexity, sparseness
 from workbench.metrics.map_similarity import map_spearman, pearson, spearman, ssim
-from workbench.metrics.mufidelity import mufidelity
+from workbench.metrics.mufidelity_correlation import mufidelity
+from workbench.metrics.noise_stability import average_stability
 
 
 class CountingLinear(nn.Module):

@@ -131,7 +131,7 @@ def test_timm_pretrained_offline_gives_clear_error():
 
 
 def test_unknown_zoo_and_sources():
-    with pytest.raises(KeyError, match="available"):
+    with pytest.raises(KeyError, match=r"unknown zoo model 'resnet_shape'; closest: \['resnet_shapes'"):
         load_model("zoo:resnet_shape")
     with pytest.raises(ValueError, match="unknown model source"):
         load_model("hub:resnet18")
@@ -188,3 +188,55 @@ def test_zoo_models_load_offline_and_are_accurate(shapes_small):
         with torch.no_grad():
             acc = (model(shapes_small.images).argmax(1) == shapes_small.labels).float().mean().item()
         assert acc >= 0.9, f"{name}: {acc}"
+
+
+def _small_wrapped_model() -> Model:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    return Model(net, input_size=(3, 8, 8)).eval()
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_wrapped_model_exports_with_torch_export(strict):
+    """The range check reads the input's values, which a traced graph cannot branch on: before the fix
+    ``torch.export`` failed with "Could not guard on data-dependent expression". Exported and eager
+    outputs agree to float32 rounding (1e-6, same kernels), and eager calls are still checked."""
+    model = _small_wrapped_model()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    exported = torch.export.export(model, (x,), strict=strict)
+    torch.testing.assert_close(exported.module()(x), model(x), atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="pixel values"):
+        model(x * 255)
+
+
+def test_wrapped_model_compiles_with_fullgraph():
+    """torch.compile(fullgraph=True) traces Model.forward through Dynamo without a graph break (the
+    range check made it fail); the aot_eager backend runs the same trace without C++ code generation, so
+    the test stays a few seconds on CPU. Same tolerance as the export test."""
+    model = _small_wrapped_model()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    try:
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        torch.testing.assert_close(compiled(x), model(x), atol=1e-6, rtol=1e-6)
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.slow
+def test_zoo_model_compiles_with_the_default_backend():
+    """The default (inductor) backend on a zoo model: tens of seconds on CPU, hence slow. Inductor may
+    fuse and reorder float32 operations, so outputs agree to 1e-4 relative, not bit for bit."""
+    model = load_model("zoo:resnet_shapes").eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    try:
+        compiled = torch.compile(model)
+        torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
+    finally:
+        torch._dynamo.reset()
+
+
+def test_model_accepts_numpy_images():
+    """A NumPy batch (float64, NumPy's default) is converted to float32 at the boundary: same logits as
+    the tensor (exactly: the float32 cast is the only difference and the values were float32 already)."""
+    model = _small_wrapped_model()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(model(x.numpy().astype("float64")), model(x), atol=0, rtol=0)

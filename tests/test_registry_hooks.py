@@ -67,3 +67,43 @@ def test_network_resolve_layer_and_predict():
     probs = model(x).softmax(1)
     assert torch.equal(labels, probs.argmax(1)) and torch.allclose(conf, probs.max(1).values)
     assert net.training  # the caller's mode is restored
+
+
+def test_forward_hooks_can_skip_non_tensor_outputs():
+    class Pair(nn.Module):
+        def forward(self, x):
+            return x, x
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pair, self.lin = Pair(), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.lin(self.pair(x)[0])
+
+    net, seen = Net(), {}
+    with (
+        pytest.raises(ValueError, match="returns tuple, not a tensor"),
+        forward_hooks(net, ["pair"], seen.setdefault),
+    ):
+        net(torch.randn(2, 3))
+    with forward_hooks(net, ["pair", "lin"], seen.setdefault, skip_non_tensors=True):
+        net(torch.randn(2, 3))
+    assert set(seen) == {"lin"}
+
+
+def test_metrics_zoo_and_baselines_are_registries_with_papers():
+    from workbench.metrics import BASELINES, METRICS, deletion, mufidelity
+    from workbench.models import ZOO
+
+    for registry in (METRICS, ZOO, BASELINES):
+        assert isinstance(registry, Registry)
+        assert all(entry.paper for entry in registry.entries()), registry.kind
+    assert METRICS.get("deletion") is deletion and METRICS["mufidelity"] is mufidelity
+    assert METRICS.entry("mufidelity").module == "workbench.metrics.mufidelity_correlation"
+    assert {"insertion", "mask_auc", "mege_reco", "average_stability", "model_randomization"} <= set(METRICS)
+    with pytest.raises(KeyError, match=r"closest: \['mask_auc'"):
+        METRICS.get("mask_au")
+    assert ZOO.names() == sorted(["resnet_shapes", "resnet_textures", "resnet_shapes_shortcut", "vit_shapes"])
+    assert "Xiao" in ZOO.entry("vit_shapes").paper

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench._core.batching import iter_batches
-from workbench._core.validation import closest_names
 from workbench.attribution._base import Forward, class_scores, finite_maps, prepare
 from workbench.attribution.registry import register
+from workbench.models.hooks import forward_hooks, network, resolve_layer
 from workbench.models.model import Model
 from workbench.models.split import SplitGraph
 
@@ -30,33 +30,7 @@ AnyModel = Model | nn.Module | Forward
 
 
 # -- layers -----------------------------------------------------------------------------------------
-def _network(model: AnyModel) -> nn.Module:
-    """The module whose submodules are hooked: ``model.net`` for a workbench Model."""
-    if isinstance(model, Model):
-        return model.net
-    if isinstance(model, nn.Module):
-        return model
-    raise ValueError(
-        f"model: CAM methods hook a layer, so they need a workbench Model or an nn.Module, got"
-        f" {type(model).__name__}"
-    )
-
-
-def _layer_name(net: nn.Module, layer: str | nn.Module) -> str:
-    if isinstance(layer, nn.Module):
-        for name, module in net.named_modules():
-            if module is layer and name:
-                return name
-        raise ValueError(f"layer: the module {type(layer).__name__} is not a submodule of the model")
-    if not isinstance(layer, str):
-        raise ValueError(f"layer: expected a module name (str) or a submodule, got {type(layer).__name__}")
-    names = [name for name, _ in net.named_modules() if name]
-    if layer not in names:
-        raise KeyError(
-            f"unknown layer {layer!r}; closest valid names: {closest_names(layer, names)}"
-            " (model.layers() lists the split points)"
-        )
-    return layer
+_WHY = "CAM methods hook a layer"
 
 
 def _split_points(model: AnyModel, net: nn.Module) -> list[str]:
@@ -133,26 +107,20 @@ def default_cam_layer(model: AnyModel, x: torch.Tensor, y: torch.Tensor | int = 
     the patch tokens of the last block's output (and of the final norm) have exactly zero gradient,
     so the default is the input of the last block (for a timm ViT with 6 blocks: ``"blocks.4"``).
     """
-    net = _network(model)
+    net = network(model, _WHY)
     forward, x, y = prepare(model, x[:1], y if isinstance(y, int) else y[:1])
     names = _split_points(model, net)
     image_hw = (x.shape[2], x.shape[3])
     store: dict[str, list[torch.Tensor]] = {}
-    handles = []
-    try:
-        for name in names:
-
-            def hook(_m, _inp, out, name=name):
-                if isinstance(out, torch.Tensor):
-                    store.setdefault(name, []).append(out)
-
-            handles.append(net.get_submodule(name).register_forward_hook(hook))
-        with torch.inference_mode(False), torch.enable_grad():
-            probe = x.detach().clone().requires_grad_(True)
-            score = class_scores(forward(probe), y.clone() if y.is_inference() else y).sum()
-    finally:
-        for handle in handles:
-            handle.remove()
+    with (
+        forward_hooks(
+            net, names, lambda name, out: store.setdefault(name, []).append(out), skip_non_tensors=True
+        ),
+        torch.inference_mode(False),
+        torch.enable_grad(),
+    ):
+        probe = x.detach().clone().requires_grad_(True)
+        score = class_scores(forward(probe), y.clone() if y.is_inference() else y).sum()
     kinds = [
         (name, _spatial_kind(store[name][0], net, image_hw))
         for name in names
@@ -185,32 +153,25 @@ def default_cam_layer(model: AnyModel, x: torch.Tensor, y: torch.Tensor | int = 
 
 # -- the CAM computation ----------------------------------------------------------------------------
 def _layer_grads(
-    forward: Forward, module: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor
+    forward: Forward, net: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Activation of ``module`` and d score_y / d activation, for one chunk of images."""
+    """Activation of the layer ``name`` of ``net`` and d score_y / d activation, for one chunk of images."""
     store: list[torch.Tensor] = []
 
-    def hook(_m, _inp, out):
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(f"layer {name!r} returns {type(out).__name__}, not a tensor; pick another layer")
+    def leaf(_name: str, out: torch.Tensor) -> torch.Tensor:
         if store:
             raise ValueError(
                 f"layer {name!r} runs more than once per forward pass (a shared module); pick a module"
                 " that runs once"
             )
-        leaf = out.detach().requires_grad_(True)
-        store.append(leaf)
-        return leaf.clone()  # later in-place ops (ReLU(inplace=True)) must not touch the leaf
+        store.append(out.detach().requires_grad_(True))
+        return store[0].clone()  # later in-place ops (ReLU(inplace=True)) must not touch the leaf
 
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            scores = class_scores(forward(x.detach().clone()), y.clone() if y.is_inference() else y)
-            if not store:
-                raise ValueError(f"layer {name!r} did not run in the forward pass")
-            (grads,) = torch.autograd.grad(scores.sum(), store[0], allow_unused=True)
-    finally:
-        handle.remove()
+    with forward_hooks(net, [name], leaf), torch.inference_mode(False), torch.enable_grad():
+        scores = class_scores(forward(x.detach().clone()), y.clone() if y.is_inference() else y)
+        if not store:
+            raise ValueError(f"layer {name!r} did not run in the forward pass")
+        (grads,) = torch.autograd.grad(scores.sum(), store[0], allow_unused=True)
     act = store[0].detach()
     return act, torch.zeros_like(act) if grads is None else grads
 
@@ -231,15 +192,14 @@ def _cam(
     batch_size: int,
     combine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    net = _network(model)
+    net = network(model, _WHY)
     forward, x, y = prepare(model, x, y)
-    name = default_cam_layer(model, x, y) if layer is None else _layer_name(net, layer)
-    module = net.get_submodule(name)
+    name = default_cam_layer(model, x, y) if layer is None else resolve_layer(net, layer)
     image_hw = (x.shape[2], x.shape[3])
     maps = torch.empty(len(x), *image_hw, device=x.device)
     layout: tuple[int, int, int] | None = None
     for sl in iter_batches(len(x), batch_size):
-        act, grads = _layer_grads(forward, module, name, x[sl], y[sl])
+        act, grads = _layer_grads(forward, net, name, x[sl], y[sl])
         if act.ndim == 3:
             layout = _token_layout(net, act.shape[1], image_hw)
             if layout is None:

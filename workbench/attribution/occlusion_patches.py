@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench._core.progress import progress as _progress
+from workbench._core.validation import check_baseline
 from workbench.attribution._base import (
     Reduce,
     batched_scores,
@@ -48,23 +49,12 @@ def pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def expand_baseline(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The baseline as an (N, C, H, W) view that broadcasts against ``x`` (no copy for scalars).
+    """Deprecated alias of :func:`workbench._core.validation.check_baseline` without the range check.
 
-    Accepts a number, or a tensor broadcastable to (C, H, W) or (N, C, H, W): per-channel values
-    (C, 1, 1), one image (C, H, W), or one image per input (N, C, H, W).
+    Kept only until lime_kernel_shap.py (the attribution helper's file) calls ``check_baseline``
+    directly; it holds no logic of its own.
     """
-    if isinstance(baseline, int | float) and not isinstance(baseline, bool):
-        return torch.full((1, 1, 1, 1), float(baseline), dtype=x.dtype, device=x.device).expand_as(x)
-    if not isinstance(baseline, torch.Tensor):
-        raise ValueError(f"baseline: expected a number or a tensor, got {type(baseline).__name__}")
-    b = baseline.to(device=x.device, dtype=x.dtype)
-    try:
-        return torch.broadcast_to(b, x.shape)
-    except RuntimeError:
-        raise ValueError(
-            f"baseline: shape {tuple(baseline.shape)} does not broadcast to the images' shape"
-            f" {tuple(x.shape)}; pass a number, (C, 1, 1), (C, H, W) or (N, C, H, W)"
-        ) from None
+    return check_baseline(baseline, x, pixel_range=False)
 
 
 def window_grid(size: tuple[int, int], patch: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
@@ -109,8 +99,11 @@ def occlusion(
         Window step, an int or (h, w), at most ``patch_size`` so every pixel is covered. Default 3
         (Xplique's default: non-overlapping windows; Captum's default is 1).
     baseline
-        What an occluded pixel becomes: a number (0 = black in pixel space) or a tensor that
-        broadcasts to (N, C, H, W) (per-channel colour, a blurred copy of ``x``, ...).
+        What an occluded pixel becomes: a number (0 = black in pixel space), a colour (C, 1, 1) or
+        (1, C, 1, 1), one image (C, H, W) or (1, C, H, W), or one image per input (N, C, H, W) (a
+        blurred copy of ``x``, ...); a tensor or a NumPy array. These are the shapes every baseline
+        argument accepts (:func:`workbench._core.validation.check_baseline`); others are refused
+        rather than broadcast.
     reduce
         Occlusion removes all channels at once, so the attribution is the same on every channel:
         "mean" (default) gives the score drop itself (for a linear model with patch 1, stride 1:
@@ -146,7 +139,7 @@ def occlusion(
         )
     if reduce not in ("sum", "mean", "max_abs", "none"):
         raise ValueError(f"reduce: expected one of ('sum', 'mean', 'max_abs', 'none'), got {reduce!r}")
-    base = expand_baseline(baseline, x)
+    base = check_baseline(baseline, x, pixel_range=False)
     gh, gw = window_grid((h, w), patch, step)
     n_windows = gh * gw
     device = x.device

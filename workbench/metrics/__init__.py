@@ -12,11 +12,18 @@ inputs, and knows no attribution method: methods are passed in as ``explain(mode
 - Algorithmic stability: :func:`mege_reco` (Fel et al. 2022), on models trained on k folds
   (:func:`workbench.training.train_fold_models`).
 - Similarity of maps: :func:`map_spearman`, :func:`ssim`.
+- :data:`METRICS`: every metric by name, with its paper and module (``METRICS.table()``).
+
+Files are named after the idea they implement, and no public name equals a submodule's name:
+``mufidelity`` (function) lives in ``mufidelity_correlation.py``, ``complexity`` and ``sparseness`` in
+``concentration.py``, ``average_stability`` in ``noise_stability.py``, ``mege_reco`` in
+``algorithmic_stability.py``.
 - Baselines (:mod:`workbench.metrics.baselines`: zero, mean, uniform, blur, local_mean, scramble, ROAD,
   any callable or image) and their effects (Picard et al. 2025): :func:`information_removal`,
   :func:`ood_distance`, :func:`baseline_study`.
 """
 
+from workbench.metrics.algorithmic_stability import MeGeReCo, mege_reco, spearman_distance
 from workbench.metrics.baseline_effects import (
     BaselineStudy,
     baseline_study,
@@ -25,18 +32,19 @@ from workbench.metrics.baseline_effects import (
 )
 from workbench.metrics.baselines import BASELINES, get_baseline, list_baselines
 from workbench.metrics.causal_fidelity import CausalFidelity, deletion, insertion
-from workbench.metrics.complexity import complexity, sparseness
-from workbench.metrics.input_sensitivity import average_stability
+from workbench.metrics.concentration import complexity, sparseness
 from workbench.metrics.localization import energy_in_mask, mask_auc, pointing_game
 from workbench.metrics.map_similarity import map_spearman, ssim
-from workbench.metrics.mege_reco import MeGeReCo, mege_reco, spearman_distance
-from workbench.metrics.mufidelity import mufidelity
+from workbench.metrics.mufidelity_correlation import mufidelity
+from workbench.metrics.noise_stability import average_stability
+from workbench.metrics.registry import METRICS
 from workbench.metrics.sanity_checks import RandomizationResult, model_randomization, random_logit
 
 __all__ = [
     "BASELINES",
     "BaselineStudy",
     "CausalFidelity",
+    "METRICS",
     "MeGeReCo",
     "RandomizationResult",
     "average_stability",

@@ -25,11 +25,13 @@ import torch
 from torch import nn
 
 from workbench._core.batching import iter_batches
-from workbench._core.validation import check_images, check_int, closest_names
+from workbench._core.validation import as_tensor, check_images, check_int
 from workbench.metrics.baselines import Baseline, resolve_baseline
 from workbench.metrics.causal_fidelity import deletion
+from workbench.metrics.registry import METRICS
+from workbench.models.hooks import forward_hooks, network, resolve_layer
 from workbench.models.model import Model
-from workbench.models.scoring import Forward, batched_scores, model_device, prepare, score_fn
+from workbench.models.scoring import Forward, batched_scores, forward_fn, model_device, prepare, score_fn
 
 __all__ = [
     "BaselineStudy",
@@ -71,6 +73,10 @@ class InformationRemoval:
     score: str
 
 
+@METRICS.register(
+    "information_removal",
+    paper="Picard et al., Back to the Baseline: Examining Baseline Effects on Explainability Metrics, 2025",
+)
 @torch.inference_mode()
 def information_removal(
     model: Model | nn.Module | Forward,
@@ -137,14 +143,7 @@ def information_removal(
 
 
 # -- 2. OOD distance --------------------------------------------------------------------------------
-def _network(model: Model | nn.Module) -> nn.Module:
-    if isinstance(model, Model):
-        return model.net
-    if isinstance(model, nn.Module):
-        return model
-    raise ValueError(
-        f"model: features need a workbench Model or an nn.Module (to hook a layer), got {type(model).__name__}"
-    )
+_WHY = "features hook a layer"
 
 
 def classifier_head(model: Model | nn.Module) -> str:
@@ -158,7 +157,7 @@ def classifier_head(model: Model | nn.Module) -> str:
     ValueError
         When no head is found (then pass ``layer=`` to :func:`penultimate_features`).
     """
-    net = _network(model)
+    net = network(model, _WHY)
     modules = dict(net.named_modules())
     getter = getattr(net, "get_classifier", None)
     if callable(getter):
@@ -205,42 +204,27 @@ def penultimate_features(
     torch.Tensor
         (N, D) float32 features on the model's device.
     """
-    net = _network(model)
+    net = network(model, _WHY)
     is_model = isinstance(model, Model)
-    check_images(
+    images = check_images(
         images,
         name="images",
         channels=model.input_size[0] if is_model else None,
         value_range=(0.0, 1.0) if is_model else None,
     )
     batch_size = check_int(batch_size, "batch_size")
-    names = [name for name, _ in net.named_modules() if name]
     if layer is None:
         name, use_input = classifier_head(net), True
     else:
-        if layer not in names:
-            raise KeyError(f"unknown layer {layer!r}; closest valid names: {closest_names(layer, names)}")
-        name, use_input = layer, False
-    module = net.get_submodule(name)
+        name, use_input = resolve_layer(net, layer), False
     store: list[torch.Tensor] = []
-
-    def grab(_m, args, out=None):
-        t = args[0] if use_input else out
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"layer {name!r}: expected a tensor, got {type(t).__name__}")
-        store.append(t.detach().flatten(1).float())
-
-    handle = module.register_forward_pre_hook(grab) if use_input else module.register_forward_hook(grab)
     device = model_device(model, images)
-    try:
+    forward = forward_fn(model)
+    with forward_hooks(
+        net, [name], lambda _n, t: store.append(t.detach().flatten(1).float()), on_input=use_input
+    ):
         for sl in iter_batches(len(images), batch_size):
-            batch = images[sl].to(device)
-            if is_model:
-                model(batch, check=False)
-            else:
-                model(batch)
-    finally:
-        handle.remove()
+            forward(images[sl].to(device))
     return torch.cat(store)
 
 
@@ -277,6 +261,7 @@ def knn_distance(
 
 
 def _bank_features(model, bank, layer, batch_size) -> torch.Tensor:
+    bank = as_tensor(bank)
     if not isinstance(bank, torch.Tensor) or bank.ndim not in (2, 4):
         shape = tuple(bank.shape) if isinstance(bank, torch.Tensor) else type(bank).__name__
         raise ValueError(f"bank: expected images (M, C, H, W) or features (M, D), got {shape}")
@@ -285,6 +270,10 @@ def _bank_features(model, bank, layer, batch_size) -> torch.Tensor:
     return bank.detach().float()
 
 
+@METRICS.register(
+    "ood_distance",
+    paper="Picard et al., Back to the Baseline: Examining Baseline Effects on Explainability Metrics, 2025",
+)
 def ood_distance(
     model: Model | nn.Module,
     images: torch.Tensor,
@@ -424,6 +413,10 @@ def _named_baselines(baselines) -> dict[str, Baseline]:
     return out
 
 
+@METRICS.register(
+    "baseline_study",
+    paper="Picard et al., Back to the Baseline: Examining Baseline Effects on Explainability Metrics, 2025",
+)
 def baseline_study(
     model: Model | nn.Module,
     x: torch.Tensor,

@@ -3,8 +3,9 @@
 A baseline can be given as
 
 - a **number**: a constant colour in pixel space on all channels (0.0 is black);
-- a **tensor** broadcastable to the images: (), (C, 1, 1), (1, C, 1, 1), (C, H, W), (1, C, H, W) or
-  (N, C, H, W). Any image works, for instance the feature-visualization baseline proposed by Picard et
+- a **tensor** or NumPy array of one of the shapes every baseline argument accepts
+  (:func:`workbench._core.validation.check_baseline`): (), (C, 1, 1), (1, C, 1, 1), (C, H, W),
+  (1, C, H, W) or (N, C, H, W). Any image works, for instance the feature-visualization baseline proposed by Picard et
   al. (2025), computed elsewhere and passed as a plain (C, H, W) tensor;
 - a **callable** ``baseline(x) -> tensor`` of one of those shapes, built per image batch (it receives a
   copy of ``x``, so it cannot modify the caller's images);
@@ -33,8 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from workbench._core.filters import gaussian_blur
+from workbench._core.registry import Registry
 from workbench._core.seeding import make_generator
-from workbench._core.validation import check_baseline, closest_names
+from workbench._core.validation import as_tensor, check_baseline, check_fraction, closest_names
 
 __all__ = [
     "BASELINES",
@@ -83,12 +85,6 @@ def _check_positive(value, name: str, allow_zero: bool = False) -> float:
     if not ok or value < 0 or (value == 0 and not allow_zero) or value == float("inf"):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def _check_fraction(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
     return float(value)
 
 
@@ -259,7 +255,7 @@ class Road(NamedBaseline):
     def __post_init__(self):
         _check_positive(self.noise, "noise", allow_zero=True)
         _check_seed(self.seed)
-        _check_fraction(self.fill_value, "fill_value")
+        check_fraction(self.fill_value, "fill_value")
         _check_positive(self.tol, "tol")
         m = self.max_iter
         if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
@@ -355,14 +351,37 @@ def solve_harmonic(
     return torch.where(unknown.bool(), v, x)
 
 
-BASELINES: dict[str, type[NamedBaseline]] = {
-    cls.name: cls for cls in (Zero, Mean, Uniform, Blur, LocalMean, Scramble, Road)
-}
+BASELINES: Registry[type[NamedBaseline]] = Registry("baseline")
+for _cls, _paper in (
+    (Zero, "Petsiuk, Das & Saenko, RISE, BMVC 2018 (deletion's black canvas; Xplique's default)"),
+    (
+        Mean,
+        "Sturmfels, Lundberg & Lee, Visualizing the Impact of Feature Attribution Baselines, Distill 2020",
+    ),
+    (
+        Uniform,
+        "Sturmfels, Lundberg & Lee, Visualizing the Impact of Feature Attribution Baselines, Distill 2020",
+    ),
+    (Blur, "Fong & Vedaldi, Interpretable Explanations of Black Boxes by Meaningful Perturbation, ICCV 2017"),
+    (
+        LocalMean,
+        "Picard et al., Back to the Baseline: Examining Baseline Effects on Explainability Metrics, 2025",
+    ),
+    (
+        Scramble,
+        "Picard et al., Back to the Baseline: Examining Baseline Effects on Explainability Metrics, 2025",
+    ),
+    (Road, "Rong, Leemann, Borisov, Kasneci & Kasneci, ROAD, ICML 2022"),
+):
+    BASELINES.register(_cls.name, _cls, paper=_paper)
 
 
 def list_baselines() -> list[str]:
-    """Names of the named baselines, for ``deletion(..., baseline=name)`` and :func:`get_baseline`."""
-    return list(BASELINES)
+    """Names of the named baselines, sorted, for ``deletion(..., baseline=name)`` and :func:`get_baseline`.
+
+    ``BASELINES.table()`` lists them with their papers.
+    """
+    return BASELINES.names()
 
 
 def get_baseline(name: str, **params) -> NamedBaseline:
@@ -400,6 +419,9 @@ def get_baseline(name: str, **params) -> NamedBaseline:
 
 
 def _named(baseline: Baseline) -> Baseline:
+    # NumPy arrays become tensors first: an ndarray has a ``fill`` method, so it would otherwise pass
+    # for a mask-aware baseline
+    baseline = as_tensor(baseline)
     return get_baseline(baseline) if isinstance(baseline, str) else baseline
 
 

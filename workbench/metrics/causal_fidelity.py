@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from workbench._core.batching import iter_batches
-from workbench._core.validation import check_int
+from workbench._core.validation import check_fraction, check_int, check_maps
 from workbench.metrics.baselines import Baseline
+from workbench.metrics.registry import METRICS
 from workbench.metrics.removal import remover
 from workbench.models.model import Model
 from workbench.models.scoring import Forward, batched_scores, prepare, score_fn
@@ -47,39 +48,18 @@ class CausalFidelity:
     fractions: torch.Tensor
 
 
-def check_maps(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Maps (N, H, W) or (N, C, H, W) matching ``x``, as detached (N, H, W) float32 (channels averaged)."""
-    n, _, h, w = x.shape
-    if not isinstance(maps, torch.Tensor) or maps.ndim not in (3, 4):
-        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
-        raise ValueError(f"maps: expected a tensor (N, H, W) or (N, C, H, W), got {shape}")
-    if maps.shape[0] != n or tuple(maps.shape[-2:]) != (h, w):
-        raise ValueError(
-            f"maps: expected {n} maps of size ({h}, {w}) to match x of shape {tuple(x.shape)}, got shape"
-            f" {tuple(maps.shape)} (upsample grid maps to the image size first)"
-        )
-    if maps.is_complex():
-        raise ValueError(f"maps: expected real values, got dtype {maps.dtype}")
-    maps = maps.detach().to(device=x.device, dtype=torch.float32)
-    if maps.ndim == 4:
-        maps = maps.mean(1)
-    if not bool(torch.isfinite(maps).all()):
-        raise ValueError("maps: contains NaN or infinite values, so the pixel ranking is undefined")
-    return maps
+def maps_for(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Maps (N, H, W) or (N, C, H, W) matching ``x``, as detached (N, H, W) float32 on x's device."""
+    return check_maps(maps, n=len(x), size=x.shape[-2:]).to(x.device)
 
 
 @torch.inference_mode()
 def _walk(model, x, y, maps, *, steps, baseline, max_fraction, batch_size, score, insert) -> CausalFidelity:
     steps = check_int(steps, "steps")
     batch_size = check_int(batch_size, "batch_size")
-    if (
-        isinstance(max_fraction, bool)
-        or not isinstance(max_fraction, int | float)
-        or not 0 < max_fraction <= 1
-    ):
-        raise ValueError(f"max_fraction: expected a fraction in (0, 1], got {max_fraction!r}")
+    max_fraction = check_fraction(max_fraction, "max_fraction", inclusive=(False, True))
     forward, x, y = prepare(model, x, y)
-    maps = check_maps(maps, x)
+    maps = maps_for(maps, x)
     forward, remove = remover(model, x, baseline)
     forward = score_fn(forward, score)
     n, _, h, w = x.shape
@@ -147,6 +127,10 @@ _PARAMS_DOC = """
 """
 
 
+@METRICS.register(
+    "deletion",
+    paper="Petsiuk, Das & Saenko, RISE: Randomized Input Sampling for Explanation of Black-box Models, BMVC 2018",
+)
 def deletion(
     model: Model | nn.Module | Forward,
     x: torch.Tensor,
@@ -168,6 +152,10 @@ def deletion(
                  batch_size=batch_size, score=score, insert=False)  # fmt: skip
 
 
+@METRICS.register(
+    "insertion",
+    paper="Petsiuk, Das & Saenko, RISE: Randomized Input Sampling for Explanation of Black-box Models, BMVC 2018",
+)
 def insertion(
     model: Model | nn.Module | Forward,
     x: torch.Tensor,

@@ -16,37 +16,46 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from workbench._core.validation import as_tensor, check_maps
+from workbench.metrics.registry import METRICS
+
 __all__ = ["energy_in_mask", "mask_auc", "pointing_game"]
 
 
 def _check(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W) float maps and (N, H, W) bool masks of the same size, or a clear error."""
-    if not isinstance(maps, torch.Tensor) or maps.ndim not in (3, 4):
-        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
-        raise ValueError(f"maps: expected a tensor (N, H, W) or (N, C, H, W), got {shape}")
-    if maps.is_complex():
-        raise ValueError(f"maps: expected real values, got dtype {maps.dtype}")
-    maps = maps.detach().float()
-    if maps.ndim == 4:
-        maps = maps.mean(1)
+    """(N, H, W) float maps and (N, H, W) bool masks of the same images, or a clear error.
+
+    Masks are never broadcast: a mask set for other images (all 64 of a dataset's masks against the
+    maps of 4 of its images) is refused with both shapes, not scored against the wrong objects.
+    """
+    maps = check_maps(maps)
+    masks = as_tensor(masks)
     if not isinstance(masks, torch.Tensor) or masks.ndim != 3:
         shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
         raise ValueError(f"masks: expected a tensor (N, H, W), got {shape}")
+    if masks.shape[0] != maps.shape[0]:
+        raise ValueError(
+            f"masks: got {masks.shape[0]} masks, shape {tuple(masks.shape)}, for {maps.shape[0]} maps, shape"
+            f" {tuple(maps.shape)}; pass the masks of the same images (for the first {maps.shape[0]} images"
+            f" of a dataset: masks[:{maps.shape[0]}])"
+        )
     if masks.shape != maps.shape:
         raise ValueError(
-            f"masks: expected shape {tuple(maps.shape)} to match the maps (upsample grid maps to the image"
-            f" size first), got {tuple(masks.shape)}"
+            f"masks: expected shape {tuple(maps.shape)} to match the maps, shape {tuple(maps.shape)}, got"
+            f" {tuple(masks.shape)} (upsample grid maps to the image size first)"
         )
     if masks.dtype != torch.bool:
         values = masks.unique()
         if not bool(((values == 0) | (values == 1)).all()):
             raise ValueError("masks: expected binary masks (bool or 0/1 values)")
         masks = masks.bool()
-    if not bool(torch.isfinite(maps).all()):
-        raise ValueError("maps: contains NaN or infinite values")
     return maps, masks.to(maps.device)
 
 
+@METRICS.register(
+    "energy_in_mask",
+    paper="Wang et al., Score-CAM: Score-Weighted Visual Explanations for CNNs, CVPR-W 2020 (energy-based pointing game)",
+)
 def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Share of each map's positive mass inside the mask: ``sum(max(m, 0) * mask) / sum(max(m, 0))``.
 
@@ -71,6 +80,10 @@ def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     )
 
 
+@METRICS.register(
+    "mask_auc",
+    paper="Hanley & McNeil, The Meaning and Use of the Area under a ROC Curve, Radiology 1982 (map values as a mask-pixel detector)",
+)
 def mask_auc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """ROC-AUC of each map's values as a score separating mask pixels from background pixels.
 
@@ -107,6 +120,10 @@ def mask_auc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return ((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).float()
 
 
+@METRICS.register(
+    "pointing_game",
+    paper="Zhang, Bargal, Lin, Brandt, Shen & Sclaroff, Top-down Neural Attention by Excitation Backprop, ECCV 2016",
+)
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0) -> torch.Tensor:
     """Whether each map's maximum lies in the mask, or within ``tolerance`` pixels of it.
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from workbench._core.validation import check_maps
+from workbench.metrics.registry import METRICS
+
 __all__ = ["average_ranks", "map_spearman", "pearson", "spearman", "ssim"]
 
 
@@ -43,21 +46,18 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _paired(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    for name, m in (("a", a), ("b", b)):
-        if not isinstance(m, torch.Tensor) or m.ndim not in (3, 4):
-            shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
-            raise ValueError(f"{name}: expected maps (N, H, W) or (N, C, H, W), got {shape}")
-    a = a.detach().float().mean(1) if a.ndim == 4 else a.detach().float()
-    b = b.detach().float().mean(1) if b.ndim == 4 else b.detach().float()
+    a, b = check_maps(a, "a"), check_maps(b, "b")
     if a.shape != b.shape:
         raise ValueError(
             f"maps: expected two sets of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
         )
-    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
-        raise ValueError("maps: contain NaN or infinite values")
     return a, b.to(a.device)
 
 
+@METRICS.register(
+    "map_spearman",
+    paper="Adebayo et al., Sanity Checks for Saliency Maps, NeurIPS 2018 (rank correlation of maps)",
+)
 def map_spearman(a: torch.Tensor, b: torch.Tensor, *, absolute: bool = False) -> torch.Tensor:
     """Spearman rank correlation between paired maps (N,); of ``|a|`` and ``|b|`` with ``absolute``.
     Channels are averaged first; a constant map correlates 0 with anything."""
@@ -73,6 +73,10 @@ def _unit_range(m: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (m - lo) / span.clamp_min(1e-30), torch.zeros_like(m))
 
 
+@METRICS.register(
+    "ssim",
+    paper="Wang, Bovik, Sheikh & Simoncelli, Image Quality Assessment: From Error Visibility to Structural Similarity, IEEE TIP 2004",
+)
 def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Mean structural similarity (Wang et al. 2004) between paired maps, each min-max rescaled to [0, 1]
     (a constant map becomes 0), Gaussian window, ``data_range`` 1, constants K1 = 0.01, K2 = 0.03.

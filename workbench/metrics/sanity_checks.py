@@ -21,9 +21,11 @@ import torch
 from torch import nn
 
 from workbench._core.seeding import make_generator
-from workbench._core.validation import check_targets, closest_names
-from workbench.metrics.input_sensitivity import Explain
+from workbench._core.validation import as_tensor, check_targets, closest_names
 from workbench.metrics.map_similarity import map_spearman, ssim
+from workbench.metrics.noise_stability import Explain
+from workbench.metrics.registry import METRICS
+from workbench.models.hooks import network
 from workbench.models.model import Model
 
 __all__ = ["RandomizationResult", "model_randomization", "random_logit", "randomizable_layers"]
@@ -60,21 +62,13 @@ class RandomizationResult:
         return {k: v.mean(1).tolist() for k, v in self.similarity.items()}
 
 
-def _network(model: Model | nn.Module) -> nn.Module:
-    if isinstance(model, Model):
-        return model.net
-    if isinstance(model, nn.Module):
-        return model
-    raise ValueError(
-        f"model: the layers of a plain callable cannot be re-initialized; expected a workbench Model or an"
-        f" nn.Module, got {type(model).__name__}"
-    )
+_WHY = "the layers of a plain callable cannot be re-initialized"
 
 
 def randomizable_layers(model: Model | nn.Module) -> list[str]:
     """The top-level blocks of the network that hold parameters, from the output to the input (the
     default order of :func:`model_randomization`; for a timm ResNet: fc, layer4, ..., bn1, conv1)."""
-    net = _network(model)
+    net = network(model, _WHY)
     names = [name for name, child in net.named_children() if any(True for _ in child.parameters())]
     return names[::-1]
 
@@ -106,6 +100,10 @@ def _similarities(measures: Sequence[str]) -> list[str]:
     return measures
 
 
+@METRICS.register(
+    "model_randomization",
+    paper="Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim, Sanity Checks for Saliency Maps, NeurIPS 2018",
+)
 def model_randomization(
     explain: Explain,
     model: Model | nn.Module,
@@ -155,7 +153,8 @@ def model_randomization(
             f"explain: expected a callable explain(model, x, y) -> maps, got {type(explain).__name__}"
         )
     measures = _similarities(similarity)
-    net = _network(model)
+    x, y = as_tensor(x), as_tensor(y)  # NumPy images and targets are accepted like tensors
+    net = network(model, _WHY)
     modules = dict(net.named_modules())
     names = randomizable_layers(model) if layers is None else list(layers)
     if not names:
@@ -173,7 +172,7 @@ def model_randomization(
     for stage, name in enumerate(names):
         if mode == "independent":
             work = copy.deepcopy(model)
-        work_modules = dict(_network(work).named_modules())
+        work_modules = dict(network(work, _WHY).named_modules())
         _reinitialize(work_modules[name], seed + stage)
         maps = explain(work, x.clone(), y).detach()
         for m in measures:
@@ -183,6 +182,10 @@ def model_randomization(
     )
 
 
+@METRICS.register(
+    "random_logit",
+    paper="Sixt, Granz & Landgraf, When Explanations Lie: Why Many Modified BP Attributions Fail, ICML 2020",
+)
 def random_logit(
     explain: Explain,
     model: Model | nn.Module,
@@ -217,6 +220,7 @@ def random_logit(
         (N,) similarities.
     """
     measure = _similarities(similarity)[0]
+    x = as_tensor(x)
     k = num_classes if num_classes is not None else getattr(model, "num_classes", None)
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ValueError(f"num_classes: expected an integer >= 2 (pass it for plain modules), got {k!r}")

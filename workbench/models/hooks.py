@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from workbench._core.validation import closest_names
-from workbench.models.model import Model
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
 
 __all__ = ["forward_hooks", "network", "resolve_layer"]
 
@@ -31,6 +34,8 @@ def network(model: Model | nn.Module, why: str = "this needs to reach the model'
     why
         Completes the error message for other inputs (a plain callable has no layers).
     """
+    from workbench.models.model import Model  # here, not at the top: model.py hooks through this module
+
     if isinstance(model, Model):
         return model.net
     if isinstance(model, nn.Module):
@@ -60,7 +65,12 @@ def resolve_layer(net: nn.Module, layer: str | nn.Module) -> str:
 
 @contextmanager
 def forward_hooks(
-    net: nn.Module, layers: Sequence[str], hook: Hook, *, on_input: bool = False
+    net: nn.Module,
+    layers: Sequence[str],
+    hook: Hook,
+    *,
+    on_input: bool = False,
+    skip_non_tensors: bool = False,
 ) -> Iterator[None]:
     """Call ``hook(name, tensor)`` whenever one of ``layers`` runs, for the duration of the block.
 
@@ -77,11 +87,15 @@ def forward_hooks(
         forward pass early.
     on_input
         Hook the module's input instead of its output (a classifier head's features).
+    skip_non_tensors
+        Pass over a module that returns (or receives) something other than a tensor instead of
+        failing (a probe over many layers, such as GradCAM's default layer, keeps the tensor ones).
 
     Raises
     ------
     ValueError
-        When a hooked module returns (or receives) something other than a tensor.
+        When a hooked module returns (or receives) something other than a tensor (unless
+        ``skip_non_tensors``).
     """
     handles = []
     try:
@@ -92,6 +106,8 @@ def forward_hooks(
                 def pre(_m, args, name=name):
                     value = args[0] if args else None
                     if not isinstance(value, torch.Tensor):
+                        if skip_non_tensors:
+                            return
                         raise ValueError(
                             f"layer {name!r}: expected a tensor input, got {type(value).__name__}"
                         )
@@ -102,6 +118,8 @@ def forward_hooks(
 
                 def post(_m, _args, out, name=name):
                     if not isinstance(out, torch.Tensor):
+                        if skip_non_tensors:
+                            return None
                         raise ValueError(
                             f"layer {name!r} returns {type(out).__name__}, not a tensor; pick another layer"
                         )

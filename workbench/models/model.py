@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from workbench._core.validation import check_images, closest_names
+from workbench.models.hooks import forward_hooks
 from workbench.models.split import SplitGraph
 
 
@@ -113,10 +113,12 @@ class Model(nn.Module):
         """Logits for pixel-space images (N, C, H, W) in [0, 1].
 
         ``check=False`` skips input validation (one device sync for the range check); methods that
-        call the model thousands of times on inputs they built themselves use it.
+        call the model thousands of times on inputs they built themselves use it. NumPy arrays are
+        accepted (converted to float32 tensors). Under ``torch.export`` and ``torch.compile`` the
+        data-dependent range check is skipped (the shape checks stay), so a wrapped model exports.
         """
         if check:
-            check_images(x, channels=self.input_size[0])
+            x = check_images(x, channels=self.input_size[0])
         return self.net(self.normalize(x))
 
     def __repr__(self) -> str:
@@ -162,28 +164,6 @@ class Model(nn.Module):
         g, h = graph.split(layer)
         return _Stage(self.normalize, g), h
 
-    @contextmanager
-    def _hooks(
-        self, layers: Sequence[str], store: dict[str, torch.Tensor], detach: bool, stop_early: bool = False
-    ):
-        handles = []
-        try:
-            for name in layers:
-                module = self.net.get_submodule(name)
-
-                def hook(_m, _inp, out, name=name):
-                    if not isinstance(out, torch.Tensor):
-                        raise ValueError(f"layer {name!r} returns {type(out).__name__}, not a tensor")
-                    store[name] = out.detach() if detach else out
-                    if stop_early and len(store) == len(layers):
-                        raise _StopForward
-
-                handles.append(module.register_forward_hook(hook))
-            yield
-        finally:  # hooks never outlive the call, exceptions included
-            for handle in handles:
-                handle.remove()
-
     def activations(
         self, x: torch.Tensor, layers: str | Sequence[str], detach: bool = True, check: bool = True
     ) -> dict[str, torch.Tensor]:
@@ -197,7 +177,13 @@ class Model(nn.Module):
         for name in names:
             self._check_layer(name, valid, "layer")
         store: dict[str, torch.Tensor] = {}
-        with self._hooks(names, store, detach, stop_early=True):
+
+        def keep(name: str, out: torch.Tensor) -> None:
+            store[name] = out.detach() if detach else out
+            if len(store) == len(names):  # every requested layer ran: skip the rest of the network
+                raise _StopForward
+
+        with forward_hooks(self.net, names, keep):
             try:
                 self.forward(x, check=check)
             except _StopForward:

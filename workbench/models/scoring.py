@@ -71,7 +71,7 @@ def prepare(
     Targets are class indices (N,), checked against the number of classes when it is known.
     """
     is_model = isinstance(model, Model)
-    check_images(
+    x = check_images(
         x, channels=model.input_size[0] if is_model else None, value_range=(0.0, 1.0) if is_model else None
     )
     if not is_model and bool(torch.isnan(x).any()):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
+from workbench._core.registry import Registry
 from workbench.models.model import Model
 
 WEIGHTS_DIR = Path(__file__).parent / "zoo_weights"
@@ -36,9 +37,11 @@ class ZooEntry:
     stem: str = "patch"
 
 
-ZOO: dict[str, ZooEntry] = {
-    e.name: e
-    for e in [
+_RESNET = "He, Zhang, Ren & Sun, Deep Residual Learning for Image Recognition, CVPR 2016"
+
+ZOO: Registry[ZooEntry] = Registry("zoo model")
+for _zoo_entry, _paper in [
+    (
         ZooEntry(
             "resnet_shapes",
             "test_resnet",
@@ -47,6 +50,9 @@ ZOO: dict[str, ZooEntry] = {
             {"rule": "shape"},
             "Small CNN (timm test_resnet, output stride 8) classifying the shape of the object.",
         ),
+        _RESNET,
+    ),
+    (
         ZooEntry(
             "resnet_textures",
             "test_resnet",
@@ -58,6 +64,9 @@ ZOO: dict[str, ZooEntry] = {
             {"occlusion": 0.5, "epochs": 10},
             stem="stride4",
         ),
+        _RESNET,
+    ),
+    (
         ZooEntry(
             "vit_shapes",
             "test_vit",
@@ -68,6 +77,10 @@ ZOO: dict[str, ZooEntry] = {
             {"epochs": 12, "lr": 1e-3},
             stem="conv",
         ),
+        "Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021; conv stem: Xiao et al., Early"
+        " Convolutions Help Transformers See Better, NeurIPS 2021",
+    ),
+    (
         ZooEntry(
             "resnet_shapes_shortcut",
             "test_resnet",
@@ -75,15 +88,17 @@ ZOO: dict[str, ZooEntry] = {
             {"rule": "shape", "shortcut": "patch", "shortcut_correlation": 1.0},
             "The CNN trained with a label-coded corner patch always present: it learns the shortcut.",
         ),
-    ]
-}
+        _RESNET + "; shortcut: Geirhos et al., Shortcut Learning in Deep Neural Networks, Nature MI 2020",
+    ),
+]:
+    ZOO.register(_zoo_entry.name, _zoo_entry, paper=_paper)
 
 
 def build_zoo_net(name: str, num_classes: int) -> nn.Module:
     """The untrained network of a zoo entry (used by loading and by the training recipe)."""
     import timm
 
-    entry = _entry(name)
+    entry = ZOO.get(name)
     net = timm.create_model(entry.arch, pretrained=False, num_classes=num_classes, **entry.arch_kwargs)
     if entry.stem == "conv":
         net.patch_embed.proj = conv_stem(net.patch_embed.proj)
@@ -119,19 +134,9 @@ def conv_stem(patchify: nn.Conv2d) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _entry(name: str) -> ZooEntry:
-    if name not in ZOO:
-        from workbench._core.validation import closest_names
-
-        raise KeyError(
-            f"unknown zoo model {name!r}; available: {sorted(ZOO)} (closest: {closest_names(name, ZOO)})"
-        )
-    return ZOO[name]
-
-
 def zoo_card(name: str) -> dict:
     """The model card of a zoo model (empty dict when its weights have not been trained yet)."""
-    _entry(name)
+    ZOO.get(name)
     path = WEIGHTS_DIR / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -145,7 +150,7 @@ def load_zoo(name: str) -> Model:
     """Build a zoo model and load its embedded weights (offline)."""
     from safetensors.torch import load_file
 
-    _entry(name)  # unknown names fail here with the list of valid ones
+    ZOO.get(name)  # unknown names fail here with the list of valid ones
     weights = WEIGHTS_DIR / f"{name}.safetensors"
     card = zoo_card(name)
     if not weights.exists() or not card:

@@ -10,7 +10,7 @@ from torch import nn
 
 from workbench._core.batching import iter_batches
 from workbench._core.progress import progress as _progress
-from workbench._core.validation import check_images, check_targets
+from workbench._core.validation import check_fraction, check_images, check_targets
 from workbench.models.model import Model
 from workbench.training.occlusion_augment import random_occlusion
 
@@ -45,10 +45,9 @@ def train_classifier(
     ``occlusion`` is the fraction of each batch that :func:`random_occlusion` masks with black, blur
     or mean cells, so that perturbation-based attributions probe the model in distribution.
     """
-    check_images(images, "images")
+    images = check_images(images, "images")
     labels = check_targets(labels, len(images), model.num_classes)
-    if not 0.0 <= occlusion <= 1.0:
-        raise ValueError(f"occlusion is a fraction of each batch, in [0, 1]; got {occlusion}")
+    occlusion = check_fraction(occlusion, "occlusion (the fraction of each batch occluded)")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     torch.manual_seed(seed)  # dropout / drop-path draws inside the network

@@ -2,7 +2,7 @@
 
 Fel, Vigouroux, Cadène & Serre, "How Good is your Explanation? Algorithmic Stability Measures to
 Assess the Quality of Explanations for Deep Neural Networks", WACV 2022. The metric itself is
-:func:`workbench.metrics.mege_reco.mege_reco`; it only needs the models and the fold of every image,
+:func:`workbench.metrics.algorithmic_stability.mege_reco`; it only needs the models and the fold of every image,
 which :func:`train_fold_models` returns.
 """
 
@@ -17,7 +17,7 @@ from workbench._core.devices import resolve_device
 from workbench._core.progress import progress as _progress
 from workbench._core.validation import check_images, check_targets
 from workbench.models.model import Model
-from workbench.models.zoo import ZOO_MEAN, ZOO_STD, _entry, build_zoo_net
+from workbench.models.zoo import ZOO, ZOO_MEAN, ZOO_STD, build_zoo_net
 from workbench.training.classifier import TrainHistory, evaluate_accuracy, train_classifier
 from workbench.training.zoo import DEFAULT_RECIPE
 
@@ -96,7 +96,7 @@ def assign_folds(labels: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
 
 def _zoo_factory(name: str, image_size: tuple[int, int, int], class_names: list[str]) -> Callable[[], Model]:
     name = name.removeprefix("zoo:")
-    _entry(name)  # unknown names fail here with the closest valid ones
+    ZOO.get(name)  # unknown names fail here with the closest valid ones
 
     def build() -> Model:
         net = build_zoo_net(name, num_classes=len(class_names))
@@ -160,7 +160,7 @@ def train_fold_models(
     FoldModels
         The k models (eval mode), the fold of every image and the training histories.
     """
-    check_images(images, "images", channels=None)
+    images = check_images(images, "images", channels=None)
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ValueError(f"k: expected an integer >= 2 (MeGe/ReCo compare models pairwise), got {k!r}")
     if len(images) < k:
@@ -176,7 +176,7 @@ def train_fold_models(
 
     if isinstance(zoo_name_or_factory, str):
         name = zoo_name_or_factory.removeprefix("zoo:")
-        entry = _entry(name)
+        entry = ZOO.get(name)
         zoo_recipe = {**DEFAULT_RECIPE, **entry.recipe}
         cfg = {key: zoo_recipe[key] for key in _CLASSIFIER_KEYS if key in zoo_recipe}
         cfg["epochs"] = zoo_recipe["epochs"]

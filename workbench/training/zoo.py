@@ -16,7 +16,7 @@ import torch
 from workbench._core.serialization import atomic_write_bytes
 from workbench.data.planted import planted_shapes
 from workbench.models.model import Model
-from workbench.models.zoo import WEIGHTS_DIR, ZOO_MEAN, ZOO_STD, _entry, build_zoo_net
+from workbench.models.zoo import WEIGHTS_DIR, ZOO, ZOO_MEAN, ZOO_STD, build_zoo_net
 from workbench.training.classifier import evaluate_accuracy, train_classifier
 
 IMAGE_SIZE = 64
@@ -56,7 +56,7 @@ def train_zoo(
     """
     from safetensors.torch import save
 
-    entry = _entry(name)
+    entry = ZOO.get(name)
     unknown = set(recipe) - set(DEFAULT_RECIPE)
     if unknown:
         raise ValueError(f"unknown recipe keys {sorted(unknown)}; expected some of {sorted(DEFAULT_RECIPE)}")

@@ -17,22 +17,20 @@ import math
 
 import torch
 
+from workbench._core.validation import check_maps
+from workbench.metrics.registry import METRICS
+
 __all__ = ["complexity", "sparseness"]
 
 
 def _magnitudes(maps: torch.Tensor) -> torch.Tensor:
-    if not isinstance(maps, torch.Tensor) or maps.ndim not in (3, 4):
-        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
-        raise ValueError(f"maps: expected a tensor (N, H, W) or (N, C, H, W), got {shape}")
-    if maps.is_complex():
-        raise ValueError(f"maps: expected real values, got dtype {maps.dtype}")
-    flat = maps.detach().double()
-    flat = (flat.mean(1) if flat.ndim == 4 else flat).flatten(1).abs()
-    if not bool(torch.isfinite(flat).all()):
-        raise ValueError("maps: contains NaN or infinite values")
-    return flat
+    return check_maps(maps, dtype=torch.float64).flatten(1).abs()  # float64: sums over every pixel
 
 
+@METRICS.register(
+    "sparseness",
+    paper="Chalasani, Chen, Chowdhury, Wu & Jha, Concise Explanations of Neural Networks using Adversarial Training, ICML 2020 (Gini index)",
+)
 def sparseness(maps: torch.Tensor) -> torch.Tensor:
     """Gini index of each map's magnitudes (Chalasani et al., ICML 2020); higher is sparser.
 
@@ -57,6 +55,10 @@ def sparseness(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, gini, torch.zeros_like(gini)).float()
 
 
+@METRICS.register(
+    "complexity",
+    paper="Bhatt, Weller & Moura, Evaluating and Aggregating Feature-based Model Explanations, IJCAI 2020",
+)
 def complexity(maps: torch.Tensor) -> torch.Tensor:
     """Entropy (natural log) of each map's fractional contributions (Bhatt et al., IJCAI 2020); lower is
     simpler.

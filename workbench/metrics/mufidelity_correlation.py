@@ -17,10 +17,11 @@ from torch import nn
 
 from workbench._core.batching import iter_batches
 from workbench._core.seeding import make_generator
-from workbench._core.validation import check_int
+from workbench._core.validation import check_fraction, check_int
 from workbench.metrics.baselines import Baseline
-from workbench.metrics.causal_fidelity import check_maps
+from workbench.metrics.causal_fidelity import maps_for
 from workbench.metrics.map_similarity import pearson, spearman
+from workbench.metrics.registry import METRICS
 from workbench.metrics.removal import remover
 from workbench.models.model import Model
 from workbench.models.scoring import Forward, class_scores, prepare, score_fn
@@ -30,12 +31,10 @@ __all__ = ["mufidelity"]
 CORRELATIONS = ("pearson", "spearman")
 
 
-def _check_fraction(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise ValueError(f"{name}: expected a fraction in (0, 1), got {value!r}")
-    return float(value)
-
-
+@METRICS.register(
+    "mufidelity",
+    paper="Bhatt, Weller & Moura, Evaluating and Aggregating Feature-based Model Explanations, IJCAI 2020",
+)
 @torch.inference_mode()
 def mufidelity(
     model: Model | nn.Module | Forward,
@@ -99,12 +98,12 @@ def mufidelity(
     grid_size = check_int(grid_size, "grid_size")
     n_samples = check_int(n_samples, "n_samples", 2)
     batch_size = check_int(batch_size, "batch_size")
-    subset_fraction = _check_fraction(subset_fraction, "subset_fraction")
+    subset_fraction = check_fraction(subset_fraction, "subset_fraction", inclusive=(False, False))
     if correlation not in CORRELATIONS:
         raise ValueError(f"correlation: expected one of {CORRELATIONS}, got {correlation!r}")
     forward, x, y = prepare(model, x, y)
     forward = score_fn(forward, score)
-    maps = check_maps(maps, x)
+    maps = maps_for(maps, x)
     removed_forward, remove = remover(model, x, baseline)
     removed_forward = score_fn(removed_forward, score)
     n, _, h, w = x.shape

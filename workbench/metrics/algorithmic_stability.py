@@ -40,9 +40,10 @@ import torch
 from torch import nn
 
 from workbench._core.batching import iter_batches
-from workbench._core.devices import module_device
-from workbench._core.validation import check_images, check_int
+from workbench._core.validation import as_tensor, check_images, check_int
 from workbench.metrics.map_similarity import average_ranks
+from workbench.metrics.registry import METRICS
+from workbench.models.scoring import model_device, predict
 
 __all__ = ["MeGeReCo", "mege_reco", "spearman_distance"]
 
@@ -115,6 +116,7 @@ class MeGeReCo:
 
 def _flat_maps(maps: torch.Tensor, name: str) -> torch.Tensor:
     """(..., H, W) or (..., C, H, W) real finite maps, as given; errors say what came."""
+    maps = as_tensor(maps)
     if not isinstance(maps, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(maps).__name__}")
     if maps.is_complex() or maps.dtype == torch.bool:
@@ -189,6 +191,7 @@ def spearman_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _check_index_tensor(t, n: int, name: str, what: str) -> torch.Tensor:
+    t = as_tensor(t)
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
@@ -200,26 +203,6 @@ def _check_index_tensor(t, n: int, name: str, what: str) -> torch.Tensor:
     if t.ndim != 1 or t.shape[0] != n:
         raise ValueError(f"{name}: expected shape ({n},) to match the {n} images, got shape {tuple(t.shape)}")
     return t.detach().long().cpu()
-
-
-def _model_device(model) -> torch.device:
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    return module_device(model) if isinstance(model, nn.Module) else torch.device("cpu")
-
-
-@torch.inference_mode()
-def _predict(model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    device = _model_device(model)
-    out = []
-    for sl in iter_batches(len(x), batch_size):
-        logits = model(x[sl].to(device))
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"models: expected each model to return logits (N, K), got {shape}")
-        out.append(logits.argmax(1).cpu())
-    return torch.cat(out)
 
 
 def _reco(distances: torch.Tensor, same: torch.Tensor) -> tuple[float, float | None]:
@@ -242,6 +225,10 @@ def _reco(distances: torch.Tensor, same: torch.Tensor) -> tuple[float, float | N
     return float(j[best]), float(gammas[best])
 
 
+@METRICS.register(
+    "mege_reco",
+    paper="Fel, Vigouroux, Cadene & Serre, How Good is your Explanation? Algorithmic Stability Measures to Assess the Quality of Explanations for Deep Neural Networks, WACV 2022",
+)
 def mege_reco(
     models: Sequence[nn.Module | Callable[[torch.Tensor], torch.Tensor]] | None,
     x: torch.Tensor | None,
@@ -312,6 +299,7 @@ def mege_reco(
         raise ValueError(f"constant: expected 'penalize' or 'drop', got {constant!r}")
     check_int(batch_size, "batch_size")
 
+    explain, predictions = as_tensor(explain), as_tensor(predictions)
     precomputed = isinstance(explain, torch.Tensor)
     if not precomputed and not callable(explain):
         raise ValueError(
@@ -334,7 +322,7 @@ def mege_reco(
 
     # -- the images, labels and folds
     if x is not None:
-        check_images(x, "x", channels=None)
+        x = check_images(x, "x", channels=None)
         n = len(x)
     elif precomputed and explain.ndim >= 2:
         n = int(explain.shape[1])
@@ -366,7 +354,7 @@ def mege_reco(
             )
         preds = predictions.detach().long().cpu()
     else:
-        preds = torch.stack([_predict(m, x, batch_size) for m in models])
+        preds = torch.stack([predict(m, x, batch_size)[0] for m in models])
 
     # -- maps (k, N, H, W), channels averaged
     if precomputed:
@@ -385,7 +373,7 @@ def mege_reco(
     else:
         per_model = []
         for i, m in enumerate(models):
-            out = _flat_maps(explain(m, x, y.to(_model_device(m))), f"explain(models[{i}], x, y)")
+            out = _flat_maps(explain(m, x, y.to(model_device(m, x))), f"explain(models[{i}], x, y)")
             if out.ndim == 4:
                 out = out.mean(1)
             if out.ndim != 3 or out.shape[0] != n:

@@ -14,7 +14,8 @@ from torch import nn
 
 from workbench._core.batching import iter_batches
 from workbench._core.seeding import make_generator
-from workbench._core.validation import check_int
+from workbench._core.validation import as_tensor, check_int
+from workbench.metrics.registry import METRICS
 from workbench.models.model import Model
 from workbench.models.scoring import Forward, prepare
 
@@ -25,6 +26,7 @@ DISTANCES = ("l2", "l1")
 
 
 def _flat_maps(maps: torch.Tensor, n: int, size: tuple[int, int]) -> torch.Tensor:
+    maps = as_tensor(maps)
     if not isinstance(maps, torch.Tensor) or maps.ndim not in (3, 4) or len(maps) != n:
         shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
         raise ValueError(f"explain: expected {n} maps (N, H, W) or (N, C, H, W), got {shape}")
@@ -34,6 +36,10 @@ def _flat_maps(maps: torch.Tensor, n: int, size: tuple[int, int]) -> torch.Tenso
     return maps.flatten(1)
 
 
+@METRICS.register(
+    "average_stability",
+    paper="Bhatt, Weller & Moura, Evaluating and Aggregating Feature-based Model Explanations, IJCAI 2020",
+)
 def average_stability(
     explain: Explain,
     model: Model | nn.Module | Forward,
