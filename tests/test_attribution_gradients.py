@@ -327,7 +327,9 @@ def test_bad_inputs(resnet, images):
         smoothgrad(resnet, x, 0, noise=-0.1)
     with pytest.raises(KeyError, match="layer4"):
         gradcam(resnet, x, 0, layer="layer5")
-    with pytest.raises(ValueError, match="CAM methods hook a layer, so it must be a workbench Model or an nn.Module"):
+    with pytest.raises(
+        ValueError, match="CAM methods hook a layer, so it must be a workbench Model or an nn.Module"
+    ):
         gradcam(lambda t: resnet(t), x, 0)
     with pytest.raises(ValueError, match="spatial"):
         gradcam(resnet, x, 0, layer="global_pool")
