@@ -67,6 +67,9 @@ def test_network_resolve_layer_and_predict():
     probs = model(x).softmax(1)
     assert torch.equal(labels, probs.argmax(1)) and torch.allclose(conf, probs.max(1).values)
     assert net.training  # the caller's mode is restored
+    # NumPy images give the same predictions (float64 -> float32 at the boundary)
+    np_labels, np_conf = predict(model, x.double().numpy(), batch_size=3)
+    assert torch.equal(np_labels, labels) and torch.allclose(np_conf, conf)
 
 
 def test_forward_hooks_can_skip_non_tensor_outputs():

@@ -1,5 +1,7 @@
 """Metrics of attribution maps. Each is batched over images (no per-image loop), never modifies its
 inputs, and knows no attribution method: methods are passed in as ``explain(model, x, y) -> maps``.
+Images, targets, maps, masks and baselines are tensors or NumPy arrays (converted once at the boundary
+by :func:`workbench._core.validation.as_tensor`).
 
 - Causal fidelity: :func:`deletion`, :func:`insertion` (Petsiuk et al. 2018), :func:`mufidelity`
   (Bhatt et al. 2020).

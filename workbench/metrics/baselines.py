@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from workbench._core.filters import gaussian_blur
 from workbench._core.registry import Registry
 from workbench._core.seeding import make_generator
-from workbench._core.validation import as_tensor, check_baseline, check_fraction, closest_names
+from workbench._core.validation import as_tensor, check_baseline, check_fraction, check_int, closest_names
 
 __all__ = [
     "BASELINES",
@@ -257,9 +257,7 @@ class Road(NamedBaseline):
         _check_seed(self.seed)
         check_fraction(self.fill_value, "fill_value")
         _check_positive(self.tol, "tol")
-        m = self.max_iter
-        if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
-            raise ValueError(f"max_iter: expected an integer >= 1, got {m!r}")
+        check_int(self.max_iter, "max_iter")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The fully removed image: ``fill_value`` plus the noise (nothing is left to interpolate)."""

@@ -11,7 +11,7 @@ from torch import nn
 
 from workbench._core.batching import iter_batches
 from workbench._core.devices import module_device
-from workbench._core.validation import check_images, check_int, check_targets
+from workbench._core.validation import as_tensor, check_images, check_int, check_targets
 from workbench.models.model import Model
 
 __all__ = [
@@ -119,6 +119,8 @@ def predict(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted classes (N,) and their softmax probabilities (N,), on the CPU.
 
+    ``images`` is a tensor or a NumPy array (N, C, H, W); it is not validated further (any model input).
+
     Batched (``batch_size`` rows a pass) under inference mode, on the model's device. A module is put in
     eval mode for the call and its mode restored afterwards, errors included.
 
@@ -128,6 +130,11 @@ def predict(
         When the model does not return logits of shape (N, K).
     """
     batch_size = check_int(batch_size, "batch_size")
+    images = as_tensor(images)
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(
+            f"images: expected a tensor or a NumPy array (N, C, H, W), got {type(images).__name__}"
+        )
     forward = forward_fn(model)
     device = model_device(model, images)
     module = model if isinstance(model, nn.Module) else None
