@@ -28,6 +28,7 @@ from workbench.sae import (
     cross_cofiring,
     cross_r2,
     dead_mask,
+    energy,
     energy_difference,
     kmeans,
     matching,
@@ -136,6 +137,25 @@ def test_mp_residual_never_increases_with_steps(selection):
     assert errs[-1].mean() < 0.5 * errs[0].mean()
     if selection == "positive":
         assert (sae.encode(x, 5) >= 0).all()
+
+
+def test_mp_positive_stops_when_no_correlation_is_positive():
+    """Ground truth: atoms e_0..e_3 and inputs in the negative orthant correlate <= 0 with every atom, so
+    the positive pursuit has nothing to add: codes stay exactly zero, the residual is the input, and the
+    pursuit stops at once instead of re-picking one atom k times. A mixed batch keeps going for the
+    rows that still have a positive correlation, and stops when those run out."""
+    sae = MPSAE(4, 4, k=4, selection="positive")
+    with torch.no_grad():
+        sae.W.copy_(torch.eye(4))
+    x = -torch.rand(6, 4, generator=torch.Generator().manual_seed(0)) - 0.1
+    codes, residual = sae.pursuit(x)
+    assert torch.equal(codes, torch.zeros(6, 4)) and torch.equal(residual, x)
+    assert sae.last_steps == 0
+    mixed = torch.cat([x[:1], torch.tensor([[2.0, 0.5, -1.0, -1.0]])])
+    codes, residual = sae.pursuit(mixed)
+    assert torch.equal(codes[0], torch.zeros(4))
+    assert torch.allclose(codes[1], torch.tensor([2.0, 0.5, 0.0, 0.0]))
+    assert sae.last_steps == 2  # two positive correlations, then nothing left for any row
 
 
 def test_mp_trained_error_non_increasing_in_k_at_inference():
@@ -420,6 +440,23 @@ def test_energy_difference_finds_a_removed_and_a_boosted_atom():
     res = blindspots(sae, X, codes_b @ D, top=3)
     assert int(res.suppressed[0]) == 0 and int(res.exaggerated[0]) == 1
     assert torch.allclose(res.energy_a.sum(), torch.tensor(1.0))
+
+
+def test_energy_encodes_in_eval_mode_and_restores_the_mode():
+    """A BatchTopK SAE left in train mode: energy must use the eval-mode threshold rule (per input, so
+    the result does not depend on batch_size) and leave the threshold and the mode as they were.
+    Ground truth: the energy of eval-mode codes computed by hand."""
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    sae = BatchTopKSAE(8, 16, k=2, seed=0)
+    sae.calibrate(x)
+    with torch.no_grad():
+        z = sae.eval().encode(x).abs().mean(0)
+    sae.train()
+    threshold = sae.threshold.clone()
+    for batch_size in (7, 64):
+        e = energy(sae, x, batch_size=batch_size)
+        torch.testing.assert_close(e, z / z.sum())  # float32 sums in another order: default tolerance
+    assert sae.training and torch.equal(sae.threshold, threshold)
 
 
 # -- bad input, determinism ------------------------------------------------------------------------------

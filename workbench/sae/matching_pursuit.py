@@ -32,7 +32,10 @@ class MPSAE(SparseAutoencoder):
       coefficient clipped at 0 so that a step can only lower the residual; codes are non-negative.
 
     An atom may be picked more than once (its coefficients add up), so a code has at most ``k``
-    non-zeros. ``k`` is an attribute, and ``encode(x, k=...)`` overrides it for one call: the same
+    non-zeros. With ``"positive"``, a row whose correlations are all ``<= 0`` is finished: a further
+    step could only re-pick one atom with a zero coefficient, so its code stops there (all zeros when
+    that happens at the first step), and the pursuit ends once every row is finished
+    (:attr:`last_steps` says how many steps the last call ran). ``k`` is an attribute, and ``encode(x, k=...)`` overrides it for one call: the same
     dictionary can be read at a different sparsity at inference.
 
     Parameters
@@ -56,6 +59,7 @@ class MPSAE(SparseAutoencoder):
         g = make_generator(seed)
         w = torch.randn(n_atoms, d, generator=g)
         self.W = nn.Parameter(w / w.norm(dim=1, keepdim=True))
+        self.last_steps = 0  # pursuit steps run by the last call (< k when every row ran out)
 
     @property
     def dictionary(self) -> torch.Tensor:
@@ -75,6 +79,7 @@ class MPSAE(SparseAutoencoder):
         D = self.dictionary
         residual = x - self.bias
         codes = x.new_zeros(x.shape[0], self.n_atoms)
+        self.last_steps = 0
         for _ in range(k):
             z = residual @ D.T
             if self.selection == "abs":
@@ -82,7 +87,14 @@ class MPSAE(SparseAutoencoder):
                 val = z.gather(1, idx)
             else:
                 idx = z.argmax(dim=1, keepdim=True)
-                val = z.gather(1, idx).clamp_min(0)
+                val = z.gather(1, idx)
+                # No positive correlation left: the row is finished (its value is zeroed, not clamped,
+                # so neither the code nor the gradient sees the re-picked atom); stop when all are.
+                live = val > 0
+                if not bool(live.any()):
+                    break
+                val = val * live
+            self.last_steps += 1
             # out-of-place updates: autograd needs every intermediate code and residual
             codes = codes.scatter_add(1, idx, val)
             residual = residual - val * D[idx.squeeze(1)]
