@@ -397,7 +397,7 @@ def test_jumprelu_pseudo_derivatives_match_the_paper():
     """Rajamanoharan et al. 2024 (eqs. 11-12): d/dtheta JumpReLU = -(theta/eps) K((z-theta)/eps),
     d/dtheta H = -(1/eps) K(...), with K the rectangle kernel. Checked on one atom with hand-picked z."""
     sae = JumpReLUSAE(2, 1, sparsity_coeff=1.0, bandwidth=0.2, init_threshold=0.5, seed=0)
-    from workbench.sae.dictionaries import _JumpReLU, _Step
+    from workbench.sae.jumprelu_sae import _JumpReLU, _Step
 
     z = torch.tensor([[0.45], [0.55], [0.7], [0.61]])
     theta = torch.tensor([0.5], requires_grad=True)

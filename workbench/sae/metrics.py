@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from workbench.sae.base import unit_rows
+
 __all__ = [
     "r2",
     "l0",
@@ -82,8 +84,7 @@ def dense_fraction(codes: torch.Tensor, threshold: float = 0.5) -> float:
 
 
 def _unit(d: torch.Tensor) -> np.ndarray:
-    d = d.detach().double().cpu()
-    return (d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)).numpy()
+    return unit_rows(d.detach().double().cpu()).numpy()
 
 
 def matching(
