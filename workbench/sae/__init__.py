@@ -17,7 +17,8 @@ from workbench.sae.archetypal import (
     project_simplex,
     with_archetypes,
 )
-from workbench.sae.base import SAES, SparseAutoencoder, check_k, unit_rows
+from workbench.sae.atom_statistics import AtomStats, atom_stats, gradient_class_directions
+from workbench.sae.base import SAES, SparseAutoencoder, check_k, encode_rows, unit_rows
 from workbench.sae.batchtopk_sae import BatchTopKSAE
 from workbench.sae.blindspot_energy import Blindspots, blindspots, energy, energy_difference
 from workbench.sae.checkpoints import load_sae, save_sae
@@ -46,6 +47,10 @@ __all__ = [
     "SAES",
     "check_k",
     "unit_rows",
+    "encode_rows",
+    "AtomStats",
+    "atom_stats",
+    "gradient_class_directions",
     "ReLUSAE",
     "TopKSAE",
     "BatchTopKSAE",

@@ -36,10 +36,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from workbench._core.devices import module_device
 from workbench._core.registry import Registry
 from workbench._core.validation import check_int
 
-__all__ = ["SAES", "SparseAutoencoder", "check_k", "unit_rows"]
+__all__ = ["SAES", "SparseAutoencoder", "check_k", "unit_rows", "encode_rows"]
 
 #: Every SAE class, by class name, with its paper (``load_sae`` looks classes up here).
 SAES: Registry[type] = Registry("SAE class", populate=("workbench.sae",))
@@ -189,3 +190,22 @@ def overrides(sae: nn.Module, name: str) -> bool:
     """Whether ``sae``'s class overrides the base-class method ``name`` (the trainer's test for the
     optional dead-atom methods)."""
     return getattr(type(sae), name, None) is not getattr(SparseAutoencoder, name)
+
+
+@torch.no_grad()
+def encode_rows(sae: nn.Module, rows: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Codes (R, n_atoms) of rows (R, d), encoded in batches on the SAE's device, returned on the CPU.
+
+    Encodes in eval mode and restores the caller's mode: in train mode a BatchTopK SAE's codes depend on
+    the batch and every call moves its threshold.
+    """
+    was_training, device = sae.training, module_device(sae)
+    sae.eval()
+    try:
+        out = [
+            sae.encode(rows[s : s + batch_size].to(device)).float().cpu()
+            for s in range(0, len(rows), batch_size)
+        ]
+    finally:
+        sae.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, sae.n_atoms)
