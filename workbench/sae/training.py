@@ -444,8 +444,10 @@ def fit(
     """Train ``sae`` on activations ``x`` (N, d) with :func:`train` and return it in eval mode.
 
     The short form the paper notebooks use (mini-batches of 256 rows, no progress bar, ``seed`` sets the
-    data order); any other :func:`train` argument passes through ``kwargs``.
+    data order, training where the data is); any other :func:`train` argument passes through ``kwargs``.
     """
     kwargs.setdefault("progress", False)
+    if device is None and isinstance(x, torch.Tensor):
+        device = x.device  # the SAE follows the data (created on the CPU, trained beside a GPU tensor)
     train(sae, x, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, **kwargs)
     return sae.eval()
