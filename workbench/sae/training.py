@@ -349,7 +349,7 @@ def train(
             x = next(stream, None)
             if x is None:
                 warnings.warn(
-                    f"data ran out after {step} steps (steps={steps}); stopping there", stacklevel=3
+                    f"data ran out after {step} steps (steps={steps}); stopping there", stacklevel=2
                 )
                 break
             x = x.to(device, non_blocking=True)
@@ -397,9 +397,8 @@ def train(
                     dead_mask = (step + 1 - last_fired) >= dead_window
                     if bool(dead_mask.any()):
                         sae.revive(x, dead_mask)
-                        broadcast_module(
-                            sae, world
-                        )  # ranks revived from different batches: keep rank 0's atoms
+                        # ranks revived from different batches: keep rank 0's atoms
+                        broadcast_module(sae, world)
                         last_fired = torch.where(dead_mask, step + 1, last_fired)
 
             done = step + 1
