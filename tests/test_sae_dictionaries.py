@@ -169,17 +169,17 @@ def test_mp_trained_error_non_increasing_in_k_at_inference():
     assert torch.equal(sae.encode(X[:10]), sae.encode(X[:10], 8))
 
 
-def test_mp_revive_dead_atoms_points_them_at_the_worst_residual():
+def test_mp_revive_points_dead_atoms_at_the_worst_residual():
     sae = MPSAE(8, 6, k=1, seed=0)
     x = torch.randn(50, 8, generator=torch.Generator().manual_seed(0))
     dead = torch.tensor([True, False, False, False, False, True])
     _, residual = sae.pursuit(x)
     worst = residual[residual.norm(dim=1).argmax()]
-    assert sae.revive_dead_atoms(x, dead) == 2
+    assert sae.revive(x, dead) == 2
     assert torch.allclose(sae.dictionary[0], worst / worst.norm(), atol=1e-5)
-    assert sae.revive_dead_atoms(x, torch.zeros(6, dtype=torch.bool)) == 0
+    assert sae.revive(x, torch.zeros(6, dtype=torch.bool)) == 0
     with pytest.raises(ValueError, match="mask"):
-        sae.revive_dead_atoms(x, torch.ones(5, dtype=torch.bool))
+        sae.revive(x, torch.ones(5, dtype=torch.bool))
 
 
 # -- recovery of known atoms -------------------------------------------------------------------------
