@@ -11,7 +11,7 @@ import torch
 
 pn = pytest.importorskip("panel", reason="the widgets need the ui extra (panel)")
 
-from workbench.sae import RASAE, TopKSAE, cofiring  # noqa: E402
+from workbench.sae import RASAE, AtomStats, TopKSAE, atom_stats, cofiring  # noqa: E402
 from workbench.widgets import AtomBrowser  # noqa: E402
 
 N, C, H, W, A = 12, 8, 4, 4, 10
@@ -116,6 +116,56 @@ def test_ra_sae_candidates(setup):
     cands = b.candidates(3)
     assert cands[0][1] == pytest.approx(1.0) and cands[0][2] == int(nearest[cands[0][0]])
     assert "data-candidate" in b._detail.object
+
+
+def test_the_widget_displays_statistics_it_receives(setup, monkeypatch):
+    """The statistics come from workbench.sae.atom_stats; a browser given them computes nothing: the
+    same numbers as one that asked for them, with the encoder called only for the shown images."""
+    sae, acts, images, labels = setup
+    stats = atom_stats(sae, acts, labels, images=images, class_directions=torch.randn(3, C))
+    assert isinstance(stats, AtomStats) and stats.importance is not None
+    calls = []
+    original = sae.encode
+    monkeypatch.setattr(sae, "encode", lambda x: calls.append(len(x)) or original(x))
+    b = AtomBrowser(sae, acts, images, labels=labels, stats=stats, page_size=2)
+    assert b.stats is stats
+    assert sum(calls) <= 2 * H * W * (1 + b.top_k + b.n_quantiles)  # a few images' rows, not all N
+    ref = AtomBrowser(
+        sae, acts, images, labels=labels, class_directions=stats.importance.new_zeros(3, C)
+    ).stats
+    for name in ("frequency", "mean", "max", "image_max", "class_mean", "cofiring", "hist"):
+        assert torch.equal(getattr(ref, name), getattr(stats, name)), name
+    assert b.nearest_atoms(3) == stats.nearest_atoms(3) and b.cofiring_atoms(3) == stats.cofiring_atoms(3)
+    with pytest.raises(ValueError, match="stats"):
+        AtomBrowser(sae, acts[:6], images[:6], stats=stats)
+
+
+def test_dead_atoms_can_be_hidden_or_sorted_last(setup):
+    """Ground truth: atoms 1 and 4 get an encoder bias of -1e3, so they never fire on these activations
+    (in [0, 1]); with the atoms that already fire on no row (0 and 9 at this seed, found directly from
+    the codes) they are the dead ones. "last" moves exactly them to the end, "hide" leaves them out of
+    the pages, and a hidden atom can still be selected by its id."""
+    sae, acts, images, labels = setup
+    with torch.no_grad():
+        sae.b_enc[[1, 4]] = -1e3
+    dead = sorted(set((_codes(sae, acts) > 0).sum(0).eq(0).nonzero().flatten().tolist()) | {1, 4})
+    alive = [a for a in range(A) if a not in dead]
+    b = AtomBrowser(sae, acts, images, labels=labels, page_size=4)
+    assert b.stats.dead.nonzero().flatten().tolist() == dead and b.n_dead == len(dead)
+    assert b.order.tolist() == list(range(A)) and 'data-dead="show"' in b._grid.object
+    b.dead_atoms = "last"
+    assert b.order.tolist() == alive + dead
+    assert f"{len(dead)} dead, last" in b._grid.object
+    b.page = 2
+    b.dead_atoms = "hide"
+    assert b.order.tolist() == alive and b.n_pages == -(-len(alive) // 4) and b.page == b.n_pages - 1
+    assert 'data-atom="4"' not in b._grid.object and f"{len(dead)} dead, hidden" in b._grid.object
+    b.search("#4")
+    assert b.selected == 4 and 'data-atom="4"' in b._detail.object
+    b.rank_by_class("class 1")
+    assert not set(dead) & set(b.order.tolist()) and len(b.order) == len(alive)
+    hidden = AtomBrowser(sae, acts, dead_atoms="hide")
+    assert hidden.dead_atoms == "hide" and hidden.order.tolist() == alive
 
 
 def test_paging_search_selection(setup):

@@ -28,6 +28,7 @@ from workbench.sae import (
     cross_cofiring,
     cross_r2,
     dead_mask,
+    energy,
     energy_difference,
     kmeans,
     matching,
@@ -138,6 +139,25 @@ def test_mp_residual_never_increases_with_steps(selection):
         assert (sae.encode(x, 5) >= 0).all()
 
 
+def test_mp_positive_stops_when_no_correlation_is_positive():
+    """Ground truth: atoms e_0..e_3 and inputs in the negative orthant correlate <= 0 with every atom, so
+    the positive pursuit has nothing to add: codes stay exactly zero, the residual is the input, and the
+    pursuit stops at once instead of re-picking one atom k times. A mixed batch keeps going for the
+    rows that still have a positive correlation, and stops when those run out."""
+    sae = MPSAE(4, 4, k=4, selection="positive")
+    with torch.no_grad():
+        sae.W.copy_(torch.eye(4))
+    x = -torch.rand(6, 4, generator=torch.Generator().manual_seed(0)) - 0.1
+    codes, residual = sae.pursuit(x)
+    assert torch.equal(codes, torch.zeros(6, 4)) and torch.equal(residual, x)
+    assert sae.last_steps == 0
+    mixed = torch.cat([x[:1], torch.tensor([[2.0, 0.5, -1.0, -1.0]])])
+    codes, residual = sae.pursuit(mixed)
+    assert torch.equal(codes[0], torch.zeros(4))
+    assert torch.allclose(codes[1], torch.tensor([2.0, 0.5, 0.0, 0.0]))
+    assert sae.last_steps == 2  # two positive correlations, then nothing left for any row
+
+
 def test_mp_trained_error_non_increasing_in_k_at_inference():
     X, _, _ = sparse_mixtures(2000, 24, 32, 3, seed=0)
     sae = fit(MPSAE(24, 48, k=3, seed=0), X, steps=200)
@@ -149,17 +169,17 @@ def test_mp_trained_error_non_increasing_in_k_at_inference():
     assert torch.equal(sae.encode(X[:10]), sae.encode(X[:10], 8))
 
 
-def test_mp_revive_dead_atoms_points_them_at_the_worst_residual():
+def test_mp_revive_points_dead_atoms_at_the_worst_residual():
     sae = MPSAE(8, 6, k=1, seed=0)
     x = torch.randn(50, 8, generator=torch.Generator().manual_seed(0))
     dead = torch.tensor([True, False, False, False, False, True])
     _, residual = sae.pursuit(x)
     worst = residual[residual.norm(dim=1).argmax()]
-    assert sae.revive_dead_atoms(x, dead) == 2
+    assert sae.revive(x, dead) == 2
     assert torch.allclose(sae.dictionary[0], worst / worst.norm(), atol=1e-5)
-    assert sae.revive_dead_atoms(x, torch.zeros(6, dtype=torch.bool)) == 0
+    assert sae.revive(x, torch.zeros(6, dtype=torch.bool)) == 0
     with pytest.raises(ValueError, match="mask"):
-        sae.revive_dead_atoms(x, torch.ones(5, dtype=torch.bool))
+        sae.revive(x, torch.ones(5, dtype=torch.bool))
 
 
 # -- recovery of known atoms -------------------------------------------------------------------------
@@ -377,7 +397,7 @@ def test_jumprelu_pseudo_derivatives_match_the_paper():
     """Rajamanoharan et al. 2024 (eqs. 11-12): d/dtheta JumpReLU = -(theta/eps) K((z-theta)/eps),
     d/dtheta H = -(1/eps) K(...), with K the rectangle kernel. Checked on one atom with hand-picked z."""
     sae = JumpReLUSAE(2, 1, sparsity_coeff=1.0, bandwidth=0.2, init_threshold=0.5, seed=0)
-    from workbench.sae.dictionaries import _JumpReLU, _Step
+    from workbench.sae.jumprelu_sae import _JumpReLU, _Step
 
     z = torch.tensor([[0.45], [0.55], [0.7], [0.61]])
     theta = torch.tensor([0.5], requires_grad=True)
@@ -420,6 +440,23 @@ def test_energy_difference_finds_a_removed_and_a_boosted_atom():
     res = blindspots(sae, X, codes_b @ D, top=3)
     assert int(res.suppressed[0]) == 0 and int(res.exaggerated[0]) == 1
     assert torch.allclose(res.energy_a.sum(), torch.tensor(1.0))
+
+
+def test_energy_encodes_in_eval_mode_and_restores_the_mode():
+    """A BatchTopK SAE left in train mode: energy must use the eval-mode threshold rule (per input, so
+    the result does not depend on batch_size) and leave the threshold and the mode as they were.
+    Ground truth: the energy of eval-mode codes computed by hand."""
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    sae = BatchTopKSAE(8, 16, k=2, seed=0)
+    sae.calibrate(x)
+    with torch.no_grad():
+        z = sae.eval().encode(x).abs().mean(0)
+    sae.train()
+    threshold = sae.threshold.clone()
+    for batch_size in (7, 64):
+        e = energy(sae, x, batch_size=batch_size)
+        torch.testing.assert_close(e, z / z.sum())  # float32 sums in another order: default tolerance
+    assert sae.training and torch.equal(sae.threshold, threshold)
 
 
 # -- bad input, determinism ------------------------------------------------------------------------------

@@ -17,14 +17,15 @@ from torch import nn
 
 from workbench.data.activation_store import ActivationStore, extract_activations
 from workbench.sae.base import SparseAutoencoder
-from workbench.sae.training import CHECKPOINT_NAME, TrainHistory, _StoreSource, train
+from workbench.sae.training import CHECKPOINT_NAME, TrainHistory, train
+from workbench.sae.training_sources import StoreSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small models (see conftest)
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class ToyTopK(SparseAutoencoder):
-    """A small TopK SAE (independent of workbench.sae.dictionaries, so these tests only test the loop)."""
+    """A small TopK SAE (independent of workbench.sae.topk_sae, so these tests only test the loop)."""
 
     def __init__(self, d: int = 16, n_atoms: int = 64, k: int = 4, seed: int = 0):
         super().__init__(d, n_atoms)
@@ -67,7 +68,7 @@ class ToyAux(ToyTopK):
         aux_codes = torch.zeros_like(pre).scatter(1, top.indices, top.values)
         return (aux_codes @ self.W_dec - residual).pow(2).mean() / 32
 
-    def revive(self, dead_mask, x):
+    def revive(self, x, dead_mask):
         self.revived.append(int(dead_mask.sum()))
 
 
@@ -193,7 +194,7 @@ def id_store(tmp_path_factory) -> ActivationStore:
 
 
 def test_store_stream_rows_once_per_epoch_sharded(id_store):
-    one = _StoreSource(id_store, 48, seed=0, rank=0, world=1, buffer_rows=150)  # windows of 2 chunks
+    one = StoreSource(id_store, 48, seed=0, rank=0, world=1, buffer_rows=150)  # windows of 2 chunks
     assert one.steps_per_epoch == 1000 // 48
     it = one.iterate(0)
     epoch = torch.cat([next(it) for _ in range(one.steps_per_epoch)])[:, 0].long()
@@ -201,7 +202,7 @@ def test_store_stream_rows_once_per_epoch_sharded(id_store):
     nxt = torch.cat([next(it) for _ in range(one.steps_per_epoch)])[:, 0].long()
     assert not torch.equal(epoch, nxt)  # a fresh order each epoch
     # two ranks read disjoint chunks and stop each epoch after the same number of batches
-    shards = [_StoreSource(id_store, 48, seed=0, rank=r, world=2, buffer_rows=150) for r in range(2)]
+    shards = [StoreSource(id_store, 48, seed=0, rank=r, world=2, buffer_rows=150) for r in range(2)]
     assert shards[0].steps_per_epoch == shards[1].steps_per_epoch
     seen = []
     for s in shards:
@@ -251,7 +252,6 @@ def test_aux_and_revive_hooks():
 
 
 def test_with_the_package_dictionaries():
-    pytest.importorskip("workbench.sae.dictionaries")
     import workbench.sae as sae_pkg
 
     x = planted()
@@ -376,7 +376,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     # A store is sharded by chunks (each rank reads only its own), so its global batches depend on the
     # number of ranks; what must hold is that 2 ranks train like 1 process fed the union of their batches.
     store = ActivationStore(tmp_path / "store")
-    shards = [_StoreSource(store, 32, seed=3, rank=r, world=2, buffer_rows=150).iterate(0) for r in range(2)]
+    shards = [StoreSource(store, 32, seed=3, rank=r, world=2, buffer_rows=150).iterate(0) for r in range(2)]
     union = [torch.cat([next(shards[0]), next(shards[1])]) for _ in range(40)]
     one = ToyTopK()
     train(one, union, steps=40, seed=3, **KW)

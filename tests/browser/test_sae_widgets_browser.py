@@ -3,7 +3,7 @@
 AtomBrowser: the grid shows a page of atom cards; clicking a card selects the atom in Python (the
 app prints what its ``on_select`` callback received) and shows its examples, histogram, classes,
 neighbours and candidates; Next pages; search by id jumps to the atom's page, search by class ranks
-the atoms; a neighbour chip selects that atom. BlindspotComparer: one point per atom; clicking a point
+the atoms; a neighbour chip selects that atom; the dead-atoms menu sorts them last or hides them. BlindspotComparer: one point per atom; clicking a point
 or a ranked row selects the atom and shows paired examples of both sets; the opacity slider redraws
 the heatmaps. Screenshots: tests/browser/screenshots/atom_browser.png, blindspot_comparer.png.
 """
@@ -101,6 +101,18 @@ def test_atom_browser_page_select_search(page, atom_browser_server, screenshot_d
     chip.click()
     _selected(page, target)
     page.locator(f'.wb-atom-detail[data-atom="{target}"]').wait_for(state="attached", timeout=30_000)
+
+    # Dead atoms: sorted last, then hidden (no "dead" card on any page).
+    page.locator(".wb-dead-atoms select").select_option("last")
+    page.locator('.wb-atom-grid[data-dead="last"]').wait_for(state="attached", timeout=30_000)
+    page.locator(".wb-dead-atoms select").select_option("hide")
+    page.locator('.wb-atom-grid[data-dead="hide"]').wait_for(state="attached", timeout=30_000)
+    for _ in range(4):  # every page of the 40 atoms
+        assert grid.locator(".wb-dead").count() == 0
+        page.locator(".wb-next button").click()
+        page.wait_for_timeout(200)
+    page.locator(".wb-dead-atoms select").select_option("show")
+    page.locator('.wb-atom-grid[data-dead="show"]').wait_for(state="attached", timeout=30_000)
 
     page.mouse.move(5, 5)
     page.wait_for_timeout(300)

@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,87 @@ from workbench._core.validation import check_images
 FORMAT = "workbench.activation_store/1"
 POOLINGS = ("mean", "cls", "none")
 _BUFFER_BYTES = 128 * 2**20  # default shuffle window
+
+
+def default_window_rows(d: int) -> int:
+    """Default shuffle-window size in rows: about 128 MiB of float32 rows of dimension ``d``."""
+    return _BUFFER_BYTES // (4 * d)
+
+
+def shuffle_window_batches(
+    windows: Sequence[np.ndarray],
+    batch_size: int,
+    rng: np.random.Generator | None,
+    ids: Callable[[np.ndarray], np.ndarray],
+    read: Callable[[np.ndarray], np.ndarray],
+    read_ids: Callable[[np.ndarray], np.ndarray] | None = None,
+    *,
+    skip: int = 0,
+    limit: int | None = None,
+    tail: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The one shuffle window of chunked rows: ``(rows, row_ids)`` batches with bounded memory.
+
+    Walks ``windows`` (groups of chunk ids, in the caller's order), permutes the rows of each window
+    together with the rows left over from the previous one (``rng``; None keeps the order), and cuts
+    batches of ``batch_size`` rows. A background thread reads the next window while this one is
+    consumed, so memory holds about two windows. Used by :meth:`ActivationStore.batches` and by the SAE
+    trainer's store source (which adds resuming and a per-epoch cap).
+
+    Parameters
+    ----------
+    windows
+        Chunk ids per window.
+    batch_size
+        Rows per batch.
+    rng
+        Draws one permutation per window (None: no shuffling).
+    ids, read
+        ``ids(window)`` the row ids of a window's chunks (cheap, no data read) and ``read(window)`` their
+        rows, in the same order.
+    read_ids
+        Rows by id, for the rows left over from skipped windows (needed with ``skip``).
+    skip
+        Batches to drop first without reading them: windows that lie wholly before the resume point
+        only draw their permutation (so the random stream is the same as an unskipped run's).
+    limit
+        Stop after this many batches (counting skipped ones).
+    tail
+        Yield the last short batch of leftover rows.
+    """
+    b, k = batch_size, 0  # k: batches emitted (or skipped)
+    ids_left, x_left = np.empty(0, np.int64), None  # x_left None: leftover rows known by id only
+    with ThreadPoolExecutor(1) as reader:
+        ahead = None
+        for j, win in enumerate(windows):
+            wids = np.concatenate([ids_left, ids(win)])
+            perm = rng.permutation(len(wids)) if rng is not None else None
+            full = len(wids) - len(wids) % b
+            n_batches = full // b if limit is None else min(full // b, limit - k)
+            if skip and k + n_batches <= skip:  # the whole window lies before the resume point: ids only
+                ids_left, x_left, k = (wids if perm is None else wids[perm])[full:], None, k + n_batches
+                if limit is not None and k >= limit:
+                    return
+                continue
+            x = ahead.result() if ahead is not None else read(win)
+            ahead = reader.submit(read, windows[j + 1]) if j + 1 < len(windows) else None  # prefetch
+            if len(ids_left):
+                if x_left is None:  # rows left by a skipped window: fetch them by id (< one batch)
+                    x_left = read_ids(ids_left)
+                x = np.concatenate([x_left, x])
+            if perm is not None:
+                x, wids = x[perm], wids[perm]
+            for s in range(n_batches):
+                if k >= skip:
+                    yield x[s * b : (s + 1) * b], wids[s * b : (s + 1) * b]
+                k += 1
+            if limit is not None and k >= limit:
+                if ahead is not None:
+                    ahead.cancel() or ahead.result()  # do not leave a read running past the caller's stop
+                return
+            ids_left, x_left = wids[full:], x[full:]
+        if tail and len(ids_left) and x_left is not None:
+            yield x_left, ids_left
 
 
 def _pool(a: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -431,6 +512,11 @@ class ActivationStore:
         x = np.concatenate([self._acts[a:b] for a, b in spans]).astype(np.float32, copy=False)
         return x, np.concatenate([np.arange(a, b) for a, b in spans])
 
+    def _chunk_row_ids(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """Row ids of the given chunks, in the order :meth:`_read_chunks` returns their rows."""
+        cr, n = self.meta["chunk_rows"], len(self)
+        return np.concatenate([np.arange(c * cr, min(n, (c + 1) * cr)) for c in np.sort(chunk_ids)])
+
     def batches(
         self,
         batch_size: int = 1024,
@@ -480,30 +566,14 @@ class ActivationStore:
         chunks = np.arange(math.ceil(len(self) / cr))
         if not self.complete:  # allow_incomplete: only chunks of finished blocks (a chunk lies in one block)
             chunks = chunks[self.done[(chunks * cr) // (self.meta["block_images"] * rpi)]]
-        window = max(1, (buffer_rows or _BUFFER_BYTES // (4 * self.shape[1])) // cr)
+        window = max(1, (buffer_rows or default_window_rows(self.shape[1])) // cr)
         for epoch in range(epochs):
             rng = np.random.default_rng([seed, epoch])
             order = rng.permutation(chunks) if shuffle else chunks
             windows = [order[w : w + window] for w in range(0, len(order), window)]
-            x_left, r_left = np.empty((0, self.shape[1]), np.float32), np.empty(0, np.int64)
-            with ThreadPoolExecutor(1) as reader:
-                ahead = reader.submit(self._read_chunks, windows[0]) if windows else None
-                for i in range(len(windows)):
-                    x, r = ahead.result()
-                    if i + 1 < len(windows):  # prefetch: reading overlaps the consumer's work
-                        ahead = reader.submit(self._read_chunks, windows[i + 1])
-                    x, r = np.concatenate([x_left, x]), np.concatenate([r_left, r])
-                    if shuffle:
-                        perm = rng.permutation(len(x))
-                        x, r = x[perm], r[perm]
-                    full = len(x) - len(x) % batch_size
-                    for s in range(0, full, batch_size):
-                        yield self._emit(
-                            x[s : s + batch_size], r[s : s + batch_size], y_img, device, return_labels
-                        )
-                    x_left, r_left = x[full:], r[full:]
-            if len(x_left) and not drop_last:
-                yield self._emit(x_left, r_left, y_img, device, return_labels)
+            for x, r in shuffle_window_batches(windows, batch_size, rng if shuffle else None, self._chunk_row_ids,
+                                               lambda w: self._read_chunks(w)[0], tail=not drop_last):  # fmt: skip
+                yield self._emit(x, r, y_img, device, return_labels)
 
     def _emit(self, x: np.ndarray, rows: np.ndarray, y_img: torch.Tensor | None, device, return_labels: bool):
         xt = torch.from_numpy(np.ascontiguousarray(x)).to(device or "cpu")

@@ -5,17 +5,34 @@ Vision Models", ICML 2025, arXiv:2502.12892. The dictionary is ``D = exp(m) (W C
 fixed set of candidate points (k-means centroids of the training activations), ``W`` is row-stochastic
 (each atom is a convex combination of candidates), ``Lambda`` is a small relaxation with
 ``||Lambda_i|| <= delta`` and ``m`` a learned log-scale. ``delta = 0`` gives the plain Archetypal SAE.
+
+The archetypal dictionary is a decoder, not an encoder: :func:`with_archetypes` gives it to any SAE with a
+linear encoder (TopK, JumpReLU, BatchTopK, ReLU), as overcomplete's ``ra_sae.py`` does, so RA-TopK and
+RA-JumpReLU need no class of their own. :class:`RASAE` (RA-TopK) and :class:`ArchetypalSAE` remain as
+named shortcuts.
+
+Initialisation at the data's scale: atoms start on candidates (points of the data's norm), and an encoder
+tied to the unit atoms gives codes of the data's norm too, so the first reconstruction is about
+``k * |x|^2`` long (measured before this initialisation: reconstruction norm 1,085 for data of norm 10,
+R2 about -22,000). :func:`with_archetypes` therefore sets the decoder bias to the candidates' mean and
+scales the encoder by the least-squares factor that best reconstructs the candidates (themselves a
+sample of the data), so training starts with R2 near 0 or above.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
 
 from workbench._core.seeding import make_generator
-from workbench.sae.dictionaries import TopKSAE
+from workbench.sae.base import SAES, unit_rows
+from workbench.sae.linear_encoder import LinearEncoderSAE
+from workbench.sae.topk_sae import TopKSAE
 
-__all__ = ["kmeans", "project_simplex", "RASAE", "ArchetypalSAE"]
+__all__ = ["kmeans", "project_simplex", "ArchetypalDictionary", "with_archetypes", "RASAE", "ArchetypalSAE"]
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int = 50, seed: int = 0, batch_size: int = 8192) -> torch.Tensor:
@@ -119,16 +136,149 @@ def project_simplex(v: torch.Tensor, max_iter: int = 100) -> torch.Tensor:
     return (v - tau).relu_()
 
 
+class ArchetypalDictionary(nn.Module):
+    """The relaxed archetypal dictionary ``D = exp(m) (W C + Lambda)`` (Fel et al., ICML 2025,
+    arXiv:2502.12892, eq. 4).
+
+    ``C`` is a fixed buffer of candidates (typically ``kmeans(activations, n_candidates)``). ``W`` starts
+    one-hot: atom ``i`` sits on a candidate, distinct candidates when there are at least as many
+    candidates as atoms, drawn by ``seed``. :meth:`constrain` projects every row of ``W`` onto the simplex
+    (Euclidean projection, not softmax) and shrinks every row of ``Lambda`` to norm ``<= delta``, so
+    ``atom_i / exp(m)`` lies within ``delta`` of the convex hull of ``C``.
+
+    Parameters
+    ----------
+    candidates
+        The points ``C`` (n_candidates, d).
+    n_atoms
+        Number of atoms.
+    delta
+        Bound on each relaxation row's norm (the paper's default is 1.0; 0 gives the Archetypal SAE).
+    use_multiplier
+        Learn the scale ``m`` (otherwise ``m = 0``).
+    seed
+        Seed of the choice of the initial candidates.
+    """
+
+    def __init__(
+        self,
+        candidates: torch.Tensor,
+        n_atoms: int,
+        delta: float = 1.0,
+        use_multiplier: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not delta >= 0:
+            raise ValueError(f"delta: expected a number >= 0, got {delta!r}")
+        self.delta = float(delta)
+        self.register_buffer("C", candidates.detach().float().clone())
+        n_c = candidates.shape[0]
+        g = make_generator(seed)
+        pick = (
+            torch.randperm(n_c, generator=g)[:n_atoms]
+            if n_c >= n_atoms
+            else torch.randint(n_c, (n_atoms,), generator=g)
+        )
+        self.W = nn.Parameter(torch.zeros(n_atoms, n_c).scatter(1, pick.unsqueeze(1), 1.0))
+        self.Lambda = nn.Parameter(torch.zeros(n_atoms, candidates.shape[1]))
+        self.m = nn.Parameter(torch.zeros(()), requires_grad=use_multiplier)
+
+    def forward(self) -> torch.Tensor:
+        """The atoms (n_atoms, d)."""
+        return self.m.exp() * (self.W @ self.C + self.Lambda)
+
+    @torch.no_grad()
+    def constrain(self) -> None:
+        self.W.copy_(project_simplex(self.W))
+        norms = self.Lambda.norm(dim=1, keepdim=True)
+        self.Lambda.mul_(torch.clamp(self.delta / norms.clamp_min(1e-12), max=1.0))
+
+    def extra_repr(self) -> str:
+        return f"n_candidates={self.C.shape[0]}, delta={self.delta}"
+
+
+def _check_candidates(candidates: Any, d: int) -> torch.Tensor:
+    if not isinstance(candidates, torch.Tensor) or candidates.ndim != 2 or candidates.shape[1] != d:
+        shape = tuple(candidates.shape) if isinstance(candidates, torch.Tensor) else type(candidates).__name__
+        raise ValueError(f"candidates: expected points of shape (n_candidates, {d}), got {shape}")
+    return candidates
+
+
+@torch.no_grad()
+def _attach(sae: LinearEncoderSAE, candidates: Any, delta: float, use_multiplier: bool, seed: int) -> None:
+    """Replace ``sae``'s free decoder by an archetypal one and initialise it at the data's scale."""
+    if not isinstance(sae, LinearEncoderSAE) or "archetypes" in sae._modules:
+        raise ValueError(f"sae: expected an SAE with a linear encoder and a free decoder (TopKSAE, JumpReLUSAE, "
+                         f"BatchTopKSAE, ReLUSAE), got {type(sae).__name__}")  # fmt: skip
+    if isinstance(candidates, np.ndarray):
+        candidates = torch.from_numpy(candidates)
+    candidates = _check_candidates(candidates, sae.d)
+    device = sae.W_enc.device
+    del sae.W_dec
+    sae.archetypes = ArchetypalDictionary(candidates, sae.n_atoms, delta, use_multiplier, seed).to(device)
+    C = sae.archetypes.C
+    mean = C.mean(0)
+    sae.bias.copy_(mean)  # the encoder sees centred activations, the decoder adds the mean back
+    sae.W_enc.copy_(unit_rows(sae.dictionary))
+    # Least-squares scale of the encoder on the candidates (a sample of the data): codes are
+    # positively homogeneous in W_enc (b_enc = 0), so scaling W_enc by s scales the reconstruction
+    # about the bias by s. Buffers (BatchTopK's running threshold) are restored after the probe.
+    buffers = {name: b.clone() for name, b in sae.named_buffers()}
+    centred = sae.decode(sae.encode(C)) - mean
+    for name, b in sae.named_buffers():
+        b.copy_(buffers[name])
+    s = float((centred * (C - mean)).sum() / centred.pow(2).sum().clamp_min(1e-30))
+    if s > 0 and torch.isfinite(torch.tensor(s)):
+        sae.W_enc.mul_(s)
+        sae.b_enc.mul_(s)
+
+
+def with_archetypes(
+    sae: LinearEncoderSAE,
+    candidates: torch.Tensor,
+    delta: float = 1.0,
+    use_multiplier: bool = True,
+    seed: int = 0,
+) -> LinearEncoderSAE:
+    """Make ``sae`` a relaxed archetypal SAE (Fel et al., ICML 2025, arXiv:2502.12892), in place.
+
+    The free decoder is replaced by an :class:`ArchetypalDictionary` over ``candidates`` (any encoder
+    keeps working: ``with_archetypes(JumpReLUSAE(d, n), C)`` is RA-JumpReLU, ``with_archetypes(TopKSAE(d,
+    n, k), C)`` is :class:`RASAE`), the decoder bias is set to the candidates' mean and the encoder is
+    scaled so that the first reconstruction has the data's scale (see the module docstring). The SAE's
+    :meth:`~workbench.sae.base.SparseAutoencoder.spec` records the call, so checkpoints rebuild it.
+
+    Parameters
+    ----------
+    sae
+        An SAE with a linear encoder (TopK, BatchTopK, JumpReLU, ReLU), not yet archetypal.
+    candidates
+        The points ``C`` (n_candidates, d), e.g. ``kmeans(activations, n_candidates)``.
+    delta
+        Bound on each relaxation row's norm (0: the Archetypal SAE without relaxation).
+    use_multiplier
+        Learn the scale ``m``.
+    seed
+        Seed of the choice of the initial candidates.
+
+    Returns
+    -------
+    The same SAE.
+    """
+    _attach(sae, candidates, delta, use_multiplier, seed)
+    object.__setattr__(sae, "_attached", {"archetypes": {"candidates": sae.archetypes.C, "delta": float(delta),
+                                                         "use_multiplier": bool(use_multiplier), "seed": seed}})  # fmt: skip
+    return sae
+
+
+@SAES.register("RASAE", paper="Fel et al. 2025, Archetypal SAE, ICML 2025, arXiv:2502.12892")
 class RASAE(TopKSAE):
     """Relaxed Archetypal SAE with a TopK code (Fel et al., ICML 2025, arXiv:2502.12892).
 
-    ``dictionary = exp(m) (W C + Lambda)`` with ``C`` a fixed buffer of candidates (typically
-    ``kmeans(activations, n_candidates)``). After each optimizer step ``constrain()`` projects every row
-    of ``W`` onto the simplex (Euclidean projection, not softmax) and shrinks every row of ``Lambda`` to
-    norm ``<= delta``, so ``atom_i / exp(m)`` lies within ``delta`` of the convex hull of ``C``.
-
-    ``W`` starts one-hot: atom ``i`` sits on a candidate, distinct candidates when there are at least as
-    many candidates as atoms, drawn by ``seed``. The encoder is TopK's, initialised on the normalised atoms.
+    ``TopKSAE(d, n_atoms, k, seed=seed)`` given an :class:`ArchetypalDictionary` by
+    :func:`with_archetypes`: ``dictionary = exp(m) (W C + Lambda)``; ``C``, ``W``, ``Lambda`` and ``m``
+    are readable here as attributes.
 
     Parameters
     ----------
@@ -157,45 +307,19 @@ class RASAE(TopKSAE):
         seed: int = 0,
     ):
         super().__init__(d, n_atoms, k, seed)
-        if not isinstance(candidates, torch.Tensor) or candidates.ndim != 2 or candidates.shape[1] != d:
-            shape = (
-                tuple(candidates.shape) if isinstance(candidates, torch.Tensor) else type(candidates).__name__
-            )
-            raise ValueError(f"candidates: expected points of shape (n_candidates, {d}), got {shape}")
-        if not delta >= 0:
-            raise ValueError(f"delta: expected a number >= 0, got {delta!r}")
-        self.delta = float(delta)
-        # The free decoder of TopKSAE is replaced by the archetypal one.
-        del self.W_dec
-        self.register_buffer("C", candidates.detach().float().clone())
-        n_c = candidates.shape[0]
-        g = make_generator(seed)
-        pick = (
-            torch.randperm(n_c, generator=g)[:n_atoms]
-            if n_c >= n_atoms
-            else torch.randint(n_c, (n_atoms,), generator=g)
-        )
-        self.W = nn.Parameter(torch.zeros(n_atoms, n_c).scatter(1, pick.unsqueeze(1), 1.0))
-        self.Lambda = nn.Parameter(torch.zeros(n_atoms, d))
-        self.m = nn.Parameter(torch.zeros(()), requires_grad=use_multiplier)
-        with torch.no_grad():
-            atoms = self.dictionary
-            self.W_enc.copy_(atoms / atoms.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        _attach(self, candidates, delta, use_multiplier, seed)
 
-    @property
-    def dictionary(self) -> torch.Tensor:
-        return self.m.exp() * (self.W @ self.C + self.Lambda)
-
-    @torch.no_grad()
-    def constrain(self) -> None:
-        self.W.copy_(project_simplex(self.W))
-        norms = self.Lambda.norm(dim=1, keepdim=True)
-        self.Lambda.mul_(torch.clamp(self.delta / norms.clamp_min(1e-12), max=1.0))
+    C = property(lambda self: self.archetypes.C, doc="The candidates (n_candidates, d).")
+    W = property(lambda self: self.archetypes.W, doc="The row-stochastic weights (n_atoms, n_candidates).")
+    Lambda = property(lambda self: self.archetypes.Lambda, doc="The relaxation (n_atoms, d).")
+    m = property(lambda self: self.archetypes.m, doc="The log-scale of the atoms.")
+    delta = property(lambda self: self.archetypes.delta, doc="The bound on each relaxation row's norm.")
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, n_candidates={self.C.shape[0]}, delta={self.delta}"
 
 
+@SAES.register("ArchetypalSAE", paper="Fel et al. 2025, Archetypal SAE, ICML 2025, arXiv:2502.12892")
 class ArchetypalSAE(RASAE):
     """The Archetypal SAE (no relaxation): ``RASAE`` with ``delta = 0`` (Fel et al., ICML 2025).
 

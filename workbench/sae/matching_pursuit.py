@@ -13,12 +13,15 @@ import torch
 from torch import nn
 
 from workbench._core.seeding import make_generator
-from workbench.sae.base import SparseAutoencoder
-from workbench.sae.dictionaries import check_k
+from workbench.sae.base import SAES, SparseAutoencoder, check_k, unit_rows
 
 __all__ = ["MPSAE"]
 
 
+@SAES.register(
+    "MPSAE",
+    paper="Costa et al. 2025, From Flat to Hierarchical: Extracting Sparse Representations with Matching Pursuit",
+)
 class MPSAE(SparseAutoencoder):
     """Matching-pursuit SAE (Costa et al. 2025).
 
@@ -32,7 +35,10 @@ class MPSAE(SparseAutoencoder):
       coefficient clipped at 0 so that a step can only lower the residual; codes are non-negative.
 
     An atom may be picked more than once (its coefficients add up), so a code has at most ``k``
-    non-zeros. ``k`` is an attribute, and ``encode(x, k=...)`` overrides it for one call: the same
+    non-zeros. With ``"positive"``, a row whose correlations are all ``<= 0`` is finished: a further
+    step could only re-pick one atom with a zero coefficient, so its code stops there (all zeros when
+    that happens at the first step), and the pursuit ends once every row is finished
+    (:attr:`last_steps` says how many steps the last call ran). ``k`` is an attribute, and ``encode(x, k=...)`` overrides it for one call: the same
     dictionary can be read at a different sparsity at inference.
 
     Parameters
@@ -55,11 +61,12 @@ class MPSAE(SparseAutoencoder):
         self.selection = selection
         g = make_generator(seed)
         w = torch.randn(n_atoms, d, generator=g)
-        self.W = nn.Parameter(w / w.norm(dim=1, keepdim=True))
+        self.W = nn.Parameter(unit_rows(w))
+        self.last_steps = 0  # pursuit steps run by the last call (< k when every row ran out)
 
     @property
     def dictionary(self) -> torch.Tensor:
-        return self.W / self.W.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return unit_rows(self.W)
 
     def encode(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
         codes, _ = self.pursuit(x, k)
@@ -75,6 +82,7 @@ class MPSAE(SparseAutoencoder):
         D = self.dictionary
         residual = x - self.bias
         codes = x.new_zeros(x.shape[0], self.n_atoms)
+        self.last_steps = 0
         for _ in range(k):
             z = residual @ D.T
             if self.selection == "abs":
@@ -82,7 +90,14 @@ class MPSAE(SparseAutoencoder):
                 val = z.gather(1, idx)
             else:
                 idx = z.argmax(dim=1, keepdim=True)
-                val = z.gather(1, idx).clamp_min(0)
+                val = z.gather(1, idx)
+                # No positive correlation left: the row is finished (its value is zeroed, not clamped,
+                # so neither the code nor the gradient sees the re-picked atom); stop when all are.
+                live = val > 0
+                if not bool(live.any()):
+                    break
+                val = val * live
+            self.last_steps += 1
             # out-of-place updates: autograd needs every intermediate code and residual
             codes = codes.scatter_add(1, idx, val)
             residual = residual - val * D[idx.squeeze(1)]
@@ -93,7 +108,7 @@ class MPSAE(SparseAutoencoder):
         self.W.copy_(self.dictionary)
 
     @torch.no_grad()
-    def revive_dead_atoms(self, x: torch.Tensor, dead: torch.Tensor) -> int:
+    def revive(self, x: torch.Tensor, dead_mask: torch.Tensor) -> int:
         """Re-point dead atoms at the worst-reconstructed inputs; returns how many were revived.
 
         A greedy pursuit never picks an atom that never wins a correlation, so such an atom gets no
@@ -105,10 +120,10 @@ class MPSAE(SparseAutoencoder):
         ----------
         x
             A batch of activations (N, d).
-        dead
+        dead_mask
             Boolean mask (n_atoms,), e.g. from ``metrics.dead_mask(codes)`` over recent batches.
         """
-        dead = torch.as_tensor(dead, dtype=torch.bool, device=self.W.device)
+        dead = torch.as_tensor(dead_mask, dtype=torch.bool, device=self.W.device)
         if dead.shape != (self.n_atoms,):
             raise ValueError(
                 f"dead: expected a boolean mask of shape ({self.n_atoms},), got {tuple(dead.shape)}"
@@ -119,10 +134,13 @@ class MPSAE(SparseAutoencoder):
         _, residual = self.pursuit(x)
         order = residual.norm(dim=1).argsort(descending=True)[:n_dead]
         new = residual[order]
-        new = new / new.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        new = unit_rows(new)
         idx = dead.nonzero().squeeze(1)[: new.shape[0]]
         self.W[idx] = new
         return int(idx.numel())
+
+    #: The former name of :meth:`revive` (same arguments, same order).
+    revive_dead_atoms = revive
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, k={self.k}, selection={self.selection!r}"

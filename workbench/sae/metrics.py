@@ -10,8 +10,11 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from workbench.sae.base import unit_rows
+
 __all__ = [
     "r2",
+    "normalize_cofiring",
     "l0",
     "dead_mask",
     "dead_fraction",
@@ -82,8 +85,7 @@ def dense_fraction(codes: torch.Tensor, threshold: float = 0.5) -> float:
 
 
 def _unit(d: torch.Tensor) -> np.ndarray:
-    d = d.detach().double().cpu()
-    return (d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)).numpy()
+    return unit_rows(d.detach().double().cpu()).numpy()
 
 
 def matching(
@@ -126,12 +128,19 @@ def cofiring(codes: torch.Tensor, normalize: str = "joint") -> torch.Tensor:
     ``"count"``: the number of inputs where both are active.
     """
     codes = _check_2d(codes, "codes")
+    if normalize not in ("joint", "conditional", "count"):
+        raise ValueError(f"normalize: expected 'joint', 'conditional' or 'count', got {normalize!r}")
     act = (codes.abs() > 0).float()
-    counts = act.T @ act
+    return normalize_cofiring(act.T @ act, codes.shape[0], normalize)
+
+
+def normalize_cofiring(counts: torch.Tensor, n_inputs: int, normalize: str = "joint") -> torch.Tensor:
+    """:func:`cofiring` from co-activation counts (n_atoms, n_atoms) summed over ``n_inputs`` inputs, so
+    that the counts can be accumulated batch by batch (``cofiring(codes_batch, "count")``)."""
     if normalize == "count":
         return counts
     if normalize == "joint":
-        return counts / codes.shape[0]
+        return counts / n_inputs
     if normalize == "conditional":
         return counts / counts.diagonal().clamp_min(1).unsqueeze(1)
     raise ValueError(f"normalize: expected 'joint', 'conditional' or 'count', got {normalize!r}")

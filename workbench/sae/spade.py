@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from workbench._core.seeding import make_generator
-from workbench.sae.base import SparseAutoencoder
+from workbench.sae.base import SAES, SparseAutoencoder
 
 __all__ = ["sparsemax", "SpaDE"]
 
@@ -34,6 +34,10 @@ def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.clamp(z - tau, min=0).transpose(dim, -1)
 
 
+@SAES.register(
+    "SpaDE",
+    paper="Hindupur et al. 2025, Projecting Assumptions: The Duality Between Sparse Autoencoders and Concept Geometry",
+)
 class SpaDE(SparseAutoencoder):
     """Sparsemax Distance Encoder (Hindupur et al. 2025, "Projecting Assumptions").
 

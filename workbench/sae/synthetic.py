@@ -10,14 +10,11 @@ import torch
 
 from workbench._core.seeding import make_generator
 from workbench._core.validation import check_int
+from workbench.sae.base import unit_rows
 
 __all__ = ["sparse_mixtures"]
 
 KINDS = ("independent", "correlated", "hierarchical")
-
-
-def _unit(w: torch.Tensor) -> torch.Tensor:
-    return w / w.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def sparse_mixtures(
@@ -80,14 +77,14 @@ def sparse_mixtures(
         n_par = n_atoms // (1 + n_children)
         if k > n_par:
             raise ValueError(f"k: expected at most n_parents = {n_par} active parents, got {k}")
-        parents = _unit(torch.randn(n_par, d, generator=g))
+        parents = unit_rows(torch.randn(n_par, d, generator=g))
         if not 0 <= sibling_similarity < 1:
             raise ValueError(f"sibling_similarity: expected a number in [0, 1), got {sibling_similarity!r}")
-        own = _unit(torch.randn(n_par, n_children, d, generator=g))
-        shared = _unit(torch.randn(n_par, 1, d, generator=g))
+        own = unit_rows(torch.randn(n_par, n_children, d, generator=g))
+        shared = unit_rows(torch.randn(n_par, 1, d, generator=g))
         kids = sibling_similarity**0.5 * shared + (1 - sibling_similarity) ** 0.5 * own
         # orthogonal to the parent: remove the component along it
-        kids = _unit(kids - (kids * parents[:, None]).sum(-1, keepdim=True) * parents[:, None])
+        kids = unit_rows(kids - (kids * parents[:, None]).sum(-1, keepdim=True) * parents[:, None])
         D = torch.cat([parents, kids.reshape(-1, d)])
         codes = torch.zeros(n, n_atoms)
         par = torch.rand(n, n_par, generator=g).argsort(dim=1)[:, :k]  # k distinct parents per input
@@ -99,7 +96,7 @@ def sparse_mixtures(
     else:
         if k > n_atoms:
             raise ValueError(f"k: expected at most n_atoms = {n_atoms}, got {k}")
-        D = _unit(torch.randn(n_atoms, d, generator=g))
+        D = unit_rows(torch.randn(n_atoms, d, generator=g))
         if kind == "independent":
             support = torch.rand(n, n_atoms, generator=g).argsort(dim=1)[:, :k]
         else:

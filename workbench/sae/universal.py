@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from workbench._core.seeding import make_generator
-from workbench.sae.dictionaries import check_k
+from workbench.sae.base import check_k, unit_rows
 from workbench.sae.metrics import r2
 
 __all__ = ["UniversalSAE", "cross_r2", "cross_cofiring"]
@@ -54,7 +54,7 @@ class UniversalSAE(nn.Module):
         decs = []
         for d in dims:
             w = torch.randn(n_atoms, d, generator=g)
-            decs.append(w / w.norm(dim=1, keepdim=True))
+            decs.append(unit_rows(w))
         self.W_dec = nn.ParameterList([nn.Parameter(w.clone()) for w in decs])
         self.W_enc = nn.ParameterList([nn.Parameter(w.clone()) for w in decs])
         self.b_enc = nn.ParameterList([nn.Parameter(torch.zeros(n_atoms)) for _ in dims])
@@ -112,7 +112,7 @@ class UniversalSAE(nn.Module):
     def constrain(self) -> None:
         """Unit-norm decoder rows for every model."""
         for w in self.W_dec:
-            w.div_(w.norm(dim=1, keepdim=True).clamp_min(1e-12))
+            w.copy_(unit_rows(w))
 
 
 @torch.no_grad()

@@ -1,10 +1,11 @@
 """AtomBrowser: page through the atoms of a sparse dictionary and inspect one atom at a time.
 
 The browser receives a trained dictionary (any :class:`~workbench.sae.SparseAutoencoder`), the
-activations it was trained on (an :class:`~workbench.data.ActivationStore` or a tensor) and the
-images; it trains nothing. It encodes the activations once, in batches, to compute every per-atom
-statistic (:class:`AtomStats`); crops and heatmaps are drawn lazily, for the atoms of the shown page
-and the selected atom only, by re-encoding the rows of the few images shown.
+activations it was trained on (an :class:`~workbench.data.ActivationStore` or a tensor), the images and
+the per-atom statistics (:class:`~workbench.sae.AtomStats`, from :func:`workbench.sae.atom_stats`); it
+trains and computes no analysis (without ``stats`` it asks ``atom_stats`` for them). Crops and
+heatmaps are drawn lazily, for the atoms of the shown page and the selected atom only, by re-encoding
+the rows of the few images shown.
 
 Per atom it shows: the images where it fires most (top-k) and images sampled at quantiles of its
 per-image activation, each as a crop around the token where it fires most and as the whole image with
@@ -24,7 +25,6 @@ from __future__ import annotations
 import html
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,15 +34,15 @@ import torch
 from panel.viewable import Viewer
 
 from workbench._core.validation import check_images, check_int
+from workbench.data.activation_rows import ActivationRows
+from workbench.sae.atom_statistics import AtomStats, atom_stats
+from workbench.sae.base import encode_rows
 from workbench.widgets._common import (
-    ActivationRows,
     check_atom,
     crop_box,
     crop_tile,
-    encode_rows,
     ensure_extension,
     heat_tile,
-    module_device_of,
     paging_controls,
     svg_histogram,
     token_map,
@@ -89,72 +89,8 @@ CSS = f"""
 .wb-sae [data-action]:focus-visible {{ outline: 2px solid var(--wb-accent); outline-offset: 1px; }}
 .wb-pageinfo {{ font-family: {_FONT}; font-size: 13px; color: var(--wb-muted); white-space: nowrap; line-height: 30px; }}
 """
-_HIST_BINS = 24
 _DOT = " \u00b7 "
 _CACHE = 256
-
-
-@dataclass
-class AtomStats:
-    """Per-atom statistics over all the rows (tokens) of the data, computed in one batched pass.
-
-    Attributes
-    ----------
-    frequency : torch.Tensor
-        (n_atoms,) fraction of rows where the atom is active (``|code| > 0``).
-    image_frequency : torch.Tensor
-        (n_atoms,) fraction of images with at least one active row.
-    mean : torch.Tensor
-        (n_atoms,) mean code over all rows (zeros included).
-    max : torch.Tensor
-        (n_atoms,) largest code.
-    image_max : torch.Tensor
-        (N, n_atoms) largest code of each atom in each image (N x n_atoms floats: the one per-image table).
-    class_mean : torch.Tensor or None
-        (n_classes, n_atoms) mean code over the rows of the images of each class (None without labels).
-    importance : torch.Tensor or None
-        (n_classes, n_atoms) ``class_mean * (atom . class direction)`` when class directions are known
-        (a model or ``class_directions``); None otherwise.
-    cofiring : torch.Tensor
-        (n_atoms, n_atoms) ``P(j active | i active)`` over rows (row ``i``), as
-        :func:`workbench.sae.metrics.cofiring` with ``normalize="conditional"``.
-    hist : torch.Tensor
-        (n_atoms, bins) counts of the non-zero codes of each atom in equal bins of ``(0, max]``.
-    run_cosines : torch.Tensor or None
-        (n_runs, n_atoms) best cosine of each atom with any atom of each other run.
-    nearest_row : torch.Tensor or None
-        (n_candidates,) for RA-SAE: the index of the data row nearest to each candidate point.
-    """
-
-    frequency: torch.Tensor
-    image_frequency: torch.Tensor
-    mean: torch.Tensor
-    max: torch.Tensor
-    image_max: torch.Tensor
-    class_mean: torch.Tensor | None
-    importance: torch.Tensor | None
-    cofiring: torch.Tensor
-    hist: torch.Tensor
-    run_cosines: torch.Tensor | None
-    nearest_row: torch.Tensor | None
-
-    @property
-    def stability(self) -> torch.Tensor | None:
-        """(n_atoms,) mean over the other runs of the best matched cosine (None without runs)."""
-        return None if self.run_cosines is None else self.run_cosines.mean(0)
-
-
-def _unit(d: torch.Tensor) -> torch.Tensor:
-    d = d.detach().float().cpu()
-    return d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def _as_dictionary(run: Any, d: int, k: int) -> torch.Tensor:
-    D = run.dictionary if hasattr(run, "dictionary") else run
-    if not isinstance(D, torch.Tensor) or D.ndim != 2 or D.shape[1] != d:
-        shape = tuple(D.shape) if isinstance(D, torch.Tensor) else type(D).__name__
-        raise ValueError(f"runs[{k}]: expected a dictionary (n_atoms, {d}) or a SAE, got {shape}")
-    return _unit(D)
 
 
 class AtomBrowser(Viewer):
@@ -171,10 +107,9 @@ class AtomBrowser(Viewer):
     images
         (N, 3, H, W) in [0, 1], the images of the activations (None: statistics only, no pictures).
     model
-        Optional :class:`~workbench.models.Model` to get class directions for the importance: the
-        gradient of each class's logit with respect to the activations at ``layer`` (through
-        ``model.split(layer)``), averaged over the rows of the images of that class. Needs ``images``
-        and labels.
+        Optional :class:`~workbench.models.Model` to get class directions for the importance (passed to
+        :func:`workbench.sae.atom_stats`, which takes the gradient through ``model.split(layer)``). Needs
+        ``images`` and labels. Not used when ``stats`` is given.
     layer
         The layer of the activations (default: the store's).
     labels
@@ -196,6 +131,11 @@ class AtomBrowser(Viewer):
         Side of a crop as a fraction of the image side.
     batch_size
         Rows per encoding batch.
+    stats
+        The per-atom statistics, from :func:`workbench.sae.atom_stats` on the same SAE and activations
+        (default: computed here by that function from the arguments above).
+    dead_atoms
+        Initial value of :attr:`dead_atoms`.
     title
         Heading.
 
@@ -209,6 +149,9 @@ class AtomBrowser(Viewer):
         A class name: atoms ordered by that class's mean activation (None: by atom id).
     opacity : float
         Opacity of the heatmaps.
+    dead_atoms : str
+        Atoms that fire on no row: ``"show"`` them in their place, sort them ``"last"``, or ``"hide"``
+        them from the pages (a hidden atom can still be selected by its id).
 
     Notes
     -----
@@ -226,6 +169,8 @@ class AtomBrowser(Viewer):
         default=None, allow_None=True, doc="Rank atoms by this class's mean activation."
     )
     opacity = param.Number(default=0.6, bounds=(0.0, 1.0), doc="Opacity of the heatmaps.")
+    dead_atoms = param.Selector(default="show", objects=["show", "last", "hide"],
+                                doc="Dead atoms: shown in place, sorted last, or hidden.")  # fmt: skip
 
     def __init__(
         self,
@@ -246,6 +191,8 @@ class AtomBrowser(Viewer):
         crop: float = 0.5,
         batch_size: int = 4096,
         title: str = "Atoms",
+        stats: AtomStats | None = None,
+        dead_atoms: str = "show",
         **params: Any,
     ):
         ensure_extension()
@@ -293,163 +240,49 @@ class AtomBrowser(Viewer):
         self.class_names = class_names or [f"class {c}" for c in range(n_classes)]
         if self.labels is not None and bool((self.labels < 0).any()):
             raise ValueError("labels: expected class indices >= 0")
-        self._runs = [_as_dictionary(r, self.D.shape[1], k) for k, r in enumerate(runs)]
-        self.has_candidates = hasattr(sae, "C") and hasattr(sae, "W")
-        self.stats = self._compute(model, layer or (self.rows.store.meta.get("layer") if self.rows.store else None),
-                                   class_directions)  # fmt: skip
+        if stats is None:
+            stats = atom_stats(sae, self.rows, self.labels, n_classes=len(self.class_names) if self.labels is not None
+                               else None, images=self.images, model=model, layer=layer,
+                               class_directions=class_directions, runs=runs, batch_size=batch_size)  # fmt: skip
+        if not isinstance(stats, AtomStats) or stats.image_max.shape != (self.n_images, self.n_atoms):
+            got = tuple(stats.image_max.shape) if isinstance(stats, AtomStats) else type(stats).__name__
+            raise ValueError(f"stats: expected the AtomStats of {self.n_atoms} atoms on {self.n_images} images"
+                             f" (workbench.sae.atom_stats), got image_max {got}")  # fmt: skip
+        self.stats = stats
+        self.has_candidates = stats.candidate_weights is not None
         self._codes: OrderedDict[int, torch.Tensor] = OrderedDict()
         params.setdefault("selected", 0)
+        params.setdefault("dead_atoms", dead_atoms)
         super().__init__(**params)
         self._check_atom(self.selected)
         self._build()
-
-    # ------------------------------------------------------------------ statistics
-    @torch.no_grad()
-    def _compute(self, model: Any, layer: str | None, class_directions: Any) -> AtomStats:
-        n, k, n_cls, rpi = self.n_atoms, self.n_images, len(self.class_names), self.rows.rows_per_image
-        count, total = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
-        amax, img_max = torch.zeros(n), torch.zeros(k, n)
-        co = torch.zeros(n, n, dtype=torch.float64)
-        csum = torch.zeros(n_cls, n, dtype=torch.float64) if self.labels is not None else None
-        cand = self.sae.C.detach().float().cpu() if self.has_candidates else None
-        best_d = None if cand is None else torch.full((len(cand),), float("inf"))
-        best_r = None if cand is None else torch.zeros(len(cand), dtype=torch.long)
-        for lo, hi in self.rows.image_batches(self.batch_size):
-            x = self.rows.get(lo, hi)
-            z = encode_rows(self.sae, x, self.batch_size)
-            act = (z.abs() > 0).double()
-            count += act.sum(0)
-            total += z.double().sum(0)
-            amax = torch.maximum(amax, z.max(0).values)
-            zi = z.view(hi - lo, rpi, n)
-            img_max[lo:hi] = zi.max(1).values
-            co += act.T @ act
-            if csum is not None:
-                csum.index_add_(0, self.labels[lo:hi], zi.double().sum(1))
-            if cand is not None:
-                dist = torch.cdist(cand, x)  # (n_c, rows)
-                m = dist.min(1)
-                better = m.values < best_d
-                best_d[better], best_r[better] = m.values[better], m.indices[better] + lo * rpi
-        rows_total = k * rpi
-        hist = torch.zeros(n, _HIST_BINS)
-        scale = torch.where(amax > 0, _HIST_BINS / amax.clamp_min(1e-30), torch.zeros_like(amax))
-        atom_ids = torch.arange(n)
-        for lo, hi in self.rows.image_batches(self.batch_size):  # second pass: bins need each atom's max
-            z = encode_rows(self.sae, self.rows.get(lo, hi), self.batch_size)
-            on = z > 0
-            b = (z * scale).floor().long().clamp(0, _HIST_BINS - 1)
-            flat = (atom_ids * _HIST_BINS + b)[on]
-            hist.view(-1).index_add_(0, flat, torch.ones(len(flat)))
-        class_mean = None
-        if csum is not None:
-            n_rows = torch.bincount(self.labels, minlength=n_cls).double() * rpi
-            class_mean = (csum / n_rows.clamp_min(1).unsqueeze(1)).float()
-        directions = self._class_directions(model, layer, class_directions)
-        importance = None
-        if directions is not None and class_mean is not None:
-            importance = class_mean * (directions @ self.D.T)
-        runs = None
-        if self._runs:
-            me = _unit(self.D)
-            runs = torch.stack([(me @ r.T).max(1).values for r in self._runs])
-        return AtomStats(
-            frequency=(count / rows_total).float(), image_frequency=(img_max > 0).float().mean(0),
-            mean=(total / rows_total).float(), max=amax, image_max=img_max, class_mean=class_mean,
-            importance=importance, cofiring=(co / co.diagonal().clamp_min(1).unsqueeze(1)).float(), hist=hist,
-            run_cosines=runs, nearest_row=best_r,
-        )  # fmt: skip
-
-    def _class_directions(self, model: Any, layer: str | None, given: Any) -> torch.Tensor | None:
-        n_cls, d = len(self.class_names), self.D.shape[1]
-        if given is not None:
-            given = torch.as_tensor(given).detach().float().cpu()
-            if given.shape != (n_cls, d):
-                raise ValueError(f"class_directions: expected ({n_cls}, {d}), got {tuple(given.shape)}")
-            return given
-        if model is None:
-            return None
-        if self.images is None or self.labels is None:
-            raise ValueError("model: class directions need the images and their labels")
-        if layer is None or not hasattr(model, "split"):
-            raise ValueError("model: expected a workbench Model and the layer of the activations (layer=...)")
-        g, h = model.split(layer)
-        device, was_training = module_device_of(model), model.training
-        model.eval()
-        try:
-            out = self._gradient_directions(g, h, device, layer)
-        finally:
-            model.train(was_training)
-        return out
-
-    def _gradient_directions(self, g: Any, h: Any, device: torch.device, layer: str) -> torch.Tensor:
-        n_cls, d = len(self.class_names), self.D.shape[1]
-        out = torch.zeros(n_cls, d, dtype=torch.float64)
-        step = max(1, self.batch_size // self.rows.rows_per_image)
-        for lo in range(0, self.n_images, step):
-            x, y = self.images[lo : lo + step].to(device), self.labels[lo : lo + step].to(device)
-            with torch.no_grad():
-                a = g(x)
-            with torch.enable_grad():  # _compute runs under no_grad
-                a = a.detach().requires_grad_(True)
-                h(a).gather(1, y[:, None]).sum().backward()
-            grad = a.grad.detach().cpu()
-            rows = grad.permute(0, 2, 3, 1).flatten(1, 2) if grad.ndim == 4 else grad  # (B, rows, d)
-            if rows.shape[-1] != d:
-                raise ValueError(
-                    f"model: layer {layer!r} gives activations of dimension {rows.shape[-1]}, not {d}"
-                )
-            out.index_add_(0, y.cpu(), rows.double().mean(1))
-        return (out / torch.bincount(self.labels, minlength=n_cls).clamp_min(1).double().unsqueeze(1)).float()
 
     # ------------------------------------------------------------------ per-atom queries
     def _check_atom(self, atom: Any) -> int | None:
         return check_atom(atom, self.n_atoms)
 
+    # The queries read the statistics (workbench.sae.AtomStats); the widget only checks the atom id.
     def nearest_atoms(self, atom: int, k: int = 6) -> list[tuple[int, float]]:
         """The ``k`` atoms with the largest cosine to ``atom`` in the dictionary: ``[(id, cosine)]``."""
-        atom = self._check_atom(atom)
-        u = _unit(self.D)
-        cos = u @ u[atom]
-        cos[atom] = -float("inf")
-        top = cos.topk(min(k, self.n_atoms - 1))
-        return [(int(i), float(c)) for i, c in zip(top.indices, top.values, strict=True)]
+        return self.stats.nearest_atoms(self._check_atom(atom), k)
 
     def cofiring_atoms(self, atom: int, k: int = 6) -> list[tuple[int, float]]:
         """The ``k`` atoms most often active when ``atom`` is: ``[(id, P(id active | atom active))]``."""
-        atom = self._check_atom(atom)
-        p = self.stats.cofiring[atom].clone()
-        p[atom] = -1.0
-        top = p.topk(min(k, self.n_atoms - 1))
-        return [(int(i), float(v)) for i, v in zip(top.indices, top.values, strict=True) if v > 0]
+        return self.stats.cofiring_atoms(self._check_atom(atom), k)
 
     def top_images(self, atom: int, k: int | None = None) -> list[tuple[int, float]]:
         """The images where ``atom`` fires most, ``[(image, max code)]`` (only images where it fires)."""
-        v = self.stats.image_max[:, self._check_atom(atom)]
-        top = v.topk(min(k or self.top_k, len(v)))
-        return [(int(i), float(a)) for i, a in zip(top.indices, top.values, strict=True) if a > 0]
+        return self.stats.top_images(self._check_atom(atom), k or self.top_k)
 
     def quantile_images(self, atom: int, n: int | None = None) -> list[tuple[int, float]]:
         """``n`` images at evenly spaced quantiles (exclusive of the ends) of the atom's per-image maximum,
         among the images where it fires, highest first: ``[(image, max code)]``."""
-        n = self.n_quantiles if n is None else n
-        v = self.stats.image_max[:, self._check_atom(atom)]
-        on = torch.nonzero(v > 0).flatten()
-        if not len(on) or not n:
-            return []
-        order = on[v[on].argsort(descending=True)]
-        pos = np.unique(np.round(np.linspace(0, len(order) - 1, n + 2)[1:-1]).astype(int))
-        return [(int(order[p]), float(v[order[p]])) for p in pos]
+        return self.stats.quantile_images(self._check_atom(atom), self.n_quantiles if n is None else n)
 
-    def candidates(self, atom: int, k: int = 5) -> list[tuple[int, float, int | None]]:
-        """RA-SAE only: the ``k`` candidates with the largest weights in ``W[atom]``:
+    def candidates(self, atom: int, k: int = 5) -> list[tuple[int, float, int]]:
+        """Archetypal dictionaries only: the ``k`` candidates with the largest weights in ``W[atom]``:
         ``[(candidate, weight, nearest data row)]``; empty for other dictionaries."""
-        if not self.has_candidates:
-            return []
-        w = self.sae.W.detach().float().cpu()[self._check_atom(atom)]
-        top = w.topk(min(k, len(w)))
-        return [(int(c), float(v), int(self.stats.nearest_row[c]))
-                for c, v in zip(top.indices, top.values, strict=True) if v > 0]  # fmt: skip
+        return self.stats.candidates(self._check_atom(atom), k)
 
     def image_codes(self, image: int) -> torch.Tensor:
         """Codes (rows_per_image, n_atoms) of one image (cached: only the shown images are encoded)."""
@@ -471,15 +304,26 @@ class AtomBrowser(Viewer):
     # ------------------------------------------------------------------ order, paging, search
     @property
     def order(self) -> np.ndarray:
-        """Atom ids in the shown order: by id, or by the mean activation of :attr:`rank_class`."""
+        """Atom ids in the shown order: by id, or by the mean activation of :attr:`rank_class`; dead atoms
+        in place, last, or left out (:attr:`dead_atoms`)."""
         if self.rank_class is None:
-            return np.arange(self.n_atoms)
-        c = self.class_names.index(self.rank_class)
-        return self.stats.class_mean[c].argsort(descending=True, stable=True).numpy()
+            order = np.arange(self.n_atoms)
+        else:
+            c = self.class_names.index(self.rank_class)
+            order = self.stats.class_mean[c].argsort(descending=True, stable=True).numpy()
+        if self.dead_atoms != "show":
+            dead = self.stats.dead.numpy()[order]
+            order = order[~dead] if self.dead_atoms == "hide" else np.concatenate([order[~dead], order[dead]])
+        return order
+
+    @property
+    def n_dead(self) -> int:
+        """Number of atoms that fire on no row."""
+        return int(self.stats.dead.sum())
 
     @property
     def n_pages(self) -> int:
-        return max(1, -(-self.n_atoms // self.page_size))
+        return max(1, -(-len(self.order) // self.page_size))
 
     @property
     def page_atoms(self) -> list[int]:
@@ -496,8 +340,11 @@ class AtomBrowser(Viewer):
         """Select ``atom`` and show the page that holds it; :meth:`on_select` callbacks receive it."""
         atom = self._check_atom(atom)
         if atom is not None:
-            where = int(np.nonzero(self.order == atom)[0][0])
-            self.param.update(page=where // self.page_size, selected=atom)
+            where = np.nonzero(self.order == atom)[0]
+            if len(where):  # a hidden (dead) atom is selected without changing the page
+                self.param.update(page=int(where[0]) // self.page_size, selected=atom)
+            else:
+                self.selected = atom
         else:
             self.selected = None
 
@@ -578,12 +425,15 @@ class AtomBrowser(Viewer):
 
     def _grid_html(self) -> str:
         rank = f" \u00b7 ranked by <b>{html.escape(self.rank_class)}</b>" if self.rank_class else ""
+        n_dead = self.n_dead
+        dead = f" ({n_dead} dead{', hidden' if self.dead_atoms == 'hide' else ', last' if self.dead_atoms == 'last' else ''})" if n_dead else ""  # fmt: skip
         cards = "".join(self._card(a) for a in self.page_atoms)
         return (
             f'<div class="wb-sae wb-atom-grid" data-page="{self.page}" data-rank="{html.escape(self.rank_class or "")}"'
+            f' data-dead="{self.dead_atoms}"'
             f' data-atoms="{",".join(map(str, self.page_atoms))}">'
             f'<div style="margin-bottom:6px"><span class="wb-title">{html.escape(self.title)}</span>'
-            f'<span class="wb-muted">{self.n_atoms} atoms \u00b7 {self.n_images} images{rank}</span></div>'
+            f'<span class="wb-muted">{self.n_atoms} atoms{dead} \u00b7 {self.n_images} images{rank}</span></div>'
             f'<div class="wb-cards" style="--wb-cols:{self.columns}">{cards}</div></div>'
         )
 
@@ -696,6 +546,10 @@ class AtomBrowser(Viewer):
         elif action == "class" and value in self.class_names:
             self.rank_by_class(None if value == self.rank_class else value)
 
+    def _on_dead_atoms(self, *_events: Any) -> None:
+        self.page = min(self.page, self.n_pages - 1)  # the order may have shrunk
+        self._render()
+
     def _on_search(self, *_events: Any) -> None:
         query = self._search.value
         if not query.strip():
@@ -727,13 +581,16 @@ class AtomBrowser(Viewer):
         opacity = pn.widgets.FloatSlider.from_param(self.param.opacity, width=160, margin=(0, 10),
                                                     **widget_kwargs(pn.widgets.FloatSlider, label="heatmap opacity"))  # fmt: skip
         self._message = LiveHTML(object="", stylesheets=[CSS], margin=(5, 5))
+        dead = pn.widgets.Select.from_param(self.param.dead_atoms, width=110, margin=(0, 10), css_classes=["wb-dead-atoms"],
+                                            **widget_kwargs(pn.widgets.Select, label="dead atoms"))  # fmt: skip
         self._layout = pn.Column(
-            pn.Row(prev, nxt, self._info, self._search, self._message, opacity, margin=0),
+            pn.Row(prev, nxt, self._info, self._search, self._message, opacity, dead, margin=0),
             pn.Row(self._grid, self._detail, margin=0, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
         self._render()
         self.param.watch(self._render, ["page", "selected", "rank_class", "opacity"])
+        self.param.watch(self._on_dead_atoms, ["dead_atoms"])
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._layout

@@ -10,7 +10,7 @@ and most exaggerated (``delta > 0``) atoms, whose rows are clickable too.
 
 To pick examples and draw heatmaps it needs each set's codes: pass ``codes_a`` / ``codes_b`` (rows
 (N * rows_per_image, n_atoms), or (N, n_atoms, h, w)), or the ``sae`` and the activations ``acts_a`` /
-``acts_b`` (anything :class:`~workbench.widgets._common.ActivationRows` accepts), which are encoded
+``acts_b`` (anything :class:`~workbench.data.activation_rows.ActivationRows` accepts), which are encoded
 once, in batches. The comparer computes no delta itself.
 """
 
@@ -28,10 +28,10 @@ import torch
 from panel.viewable import Viewer
 
 from workbench._core.validation import check_images, check_int
+from workbench.data.activation_rows import ActivationRows
+from workbench.sae.base import encode_rows
 from workbench.widgets._common import (
-    ActivationRows,
     check_atom,
-    encode_rows,
     ensure_extension,
     heat_tile,
     token_map,

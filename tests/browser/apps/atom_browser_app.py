@@ -4,8 +4,10 @@
 
 The activations are those of ``zoo:resnet_shapes`` at ``layer3`` (8 x 8 tokens per image) on
 PlantedShapes images, written to an ActivationStore (``pooling="none"``) in a temporary folder; the
-dictionary is an RA-SAE on k-means candidates, fitted here with the package trainer (300 steps), and a second TopK run gives the stability score. The model gives the class
-directions of the importance. A line under the browser shows the atom selected on the Python side.
+dictionary is an RA-SAE on k-means candidates, fitted here with the package trainer (300 steps), and a
+second TopK run gives the stability score. The model gives the class directions of the importance. The
+statistics come from ``workbench.sae.atom_stats``, computed once per server and handed to each
+session's browser. A line under the browser shows the atom selected on the Python side.
 
 Environment variables (all optional): WB_APP_N (images, default 96), WB_APP_SEED (default 0).
 """
@@ -21,20 +23,19 @@ N_ATOMS = 40
 
 
 def fit(sae, X, seed=0):
-    """300 steps of the package trainer (``workbench.sae.training.train``), with TopK-aux on atoms silent
-    for 50 steps (the default window, 1,000, is longer than the run): a third of the atoms die otherwise."""
-    from workbench.sae.training import train
+    """300 steps of the package trainer (``workbench.sae.fit``), with TopK-aux on atoms silent for 50 steps
+    (the default window, 1,000, is longer than the run): a third of the atoms die otherwise."""
+    from workbench.sae import fit as sae_fit
 
-    train(sae, X, steps=300, batch_size=256, lr=3e-3, seed=seed, progress=False, dead_window=50)
-    return sae
+    return sae_fit(sae, X, steps=300, lr=3e-3, seed=seed, dead_window=50)
 
 
-def build(n: int = N, seed: int = SEED, path: str | None = None):
-    """``(browser, data, store)``: the AtomBrowser of the app, on ``n`` images."""
+def prepare(n: int = N, seed: int = SEED, path: str | None = None) -> dict:
+    """What the browser shows, computed once: the data, the store, the two SAEs and the atom statistics
+    (``workbench.sae.atom_stats``; the widget only displays them)."""
     from workbench.data import extract_activations, planted_shapes
     from workbench.models import load_model
-    from workbench.sae import RASAE, TopKSAE, kmeans
-    from workbench.widgets import AtomBrowser
+    from workbench.sae import RASAE, TopKSAE, atom_stats, kmeans
 
     torch.manual_seed(seed)
     model = load_model("zoo:resnet_shapes")
@@ -45,9 +46,21 @@ def build(n: int = N, seed: int = SEED, path: str | None = None):
     X = store.to_tensor()
     sae = fit(RASAE(X.shape[1], N_ATOMS, kmeans(X, 2 * N_ATOMS, seed=seed), k=4, seed=seed), X)
     other = fit(TopKSAE(X.shape[1], N_ATOMS, k=4, seed=seed + 1), X, seed=seed + 1)
-    browser = AtomBrowser(sae, store, data.images, model=model, class_names=data.class_names, runs=[other],
-                          page_size=12, columns=4, top_k=5, n_quantiles=4, title=f"RA-SAE atoms of layer3 on {n} images")  # fmt: skip
-    return browser, data, store
+    stats = atom_stats(
+        sae, store, images=data.images, model=model, n_classes=len(data.class_names), runs=[other]
+    )
+    return {"model": model, "data": data, "store": store, "sae": sae, "stats": stats}
+
+
+def build(n: int = N, seed: int = SEED, path: str | None = None, prepared: dict | None = None):
+    """``(browser, data, store)``: the AtomBrowser of the app, on ``n`` images."""
+    from workbench.widgets import AtomBrowser
+
+    p = prepared or prepare(n, seed, path)
+    browser = AtomBrowser(p["sae"], p["store"], p["data"].images, model=p["model"], class_names=p["data"].class_names,
+                          stats=p["stats"], page_size=12, columns=4, top_k=5, n_quantiles=4,
+                          title=f"RA-SAE atoms of layer3 on {n} images")  # fmt: skip
+    return browser, p["data"], p["store"]
 
 
 if __name__.startswith("bokeh"):  # run by `panel serve`
@@ -56,7 +69,8 @@ if __name__.startswith("bokeh"):  # run by `panel serve`
 
     from workbench.widgets._common import LiveHTML
 
-    browser, _data, _store = build()
+    # Computed once per server: every session (the test's readiness probes too) reuses the statistics.
+    browser, _data, _store = build(prepared=pn.state.as_cached("atom_browser_app", prepare))
     status = LiveHTML(object="", margin=(5, 10))
 
     def show(atom):

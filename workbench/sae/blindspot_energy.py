@@ -27,12 +27,21 @@ __all__ = ["energy", "energy_difference", "Blindspots", "blindspots"]
 
 @torch.no_grad()
 def energy(sae: SparseAutoencoder, acts: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Normalised energy (n_atoms,) of each atom on ``acts`` (N, d): mean ``|code|``, summing to one."""
+    """Normalised energy (n_atoms,) of each atom on ``acts`` (N, d): mean ``|code|``, summing to one.
+
+    The SAE encodes in eval mode whatever mode the caller left it in (the mode is restored): in train
+    mode a BatchTopK SAE's codes depend on the batch and each call moves its threshold.
+    """
     acts = sae.check_input(acts)
-    total = None
-    for s in iter_batches(acts.shape[0], batch_size):
-        e = sae.encode(acts[s]).abs().sum(0)
-        total = e if total is None else total + e
+    was_training = sae.training
+    sae.eval()
+    try:
+        total = None
+        for s in iter_batches(acts.shape[0], batch_size):
+            e = sae.encode(acts[s]).abs().sum(0)
+            total = e if total is None else total + e
+    finally:
+        sae.train(was_training)
     total = total / acts.shape[0]
     return total / total.sum().clamp_min(1e-30)
 
