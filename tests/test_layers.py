@@ -62,11 +62,6 @@ def _packages() -> list[str]:
     )
 
 
-# Offenders in packages whose owners rename them in the same issue (issue 11); the integrator empties
-# this once their branches are merged. Nothing may be added to it.
-KNOWN_OFFENDERS = {"workbench.sae": {"blindspots"}}
-
-
 def test_no_public_name_equals_a_submodule():
     """One rule in every package: ``from workbench.<pkg> import <name>`` never has two meanings, so a
     package never rebinds a submodule's name to a function (metrics used to rebind ``mufidelity``)."""
@@ -81,7 +76,7 @@ def test_no_public_name_equals_a_submodule():
                 for k, v in vars(package).items()
                 if not k.startswith("_") and not isinstance(v, types.ModuleType)
             ]
-        clash = sorted(set(public) & submodules - KNOWN_OFFENDERS.get(name, set()))
+        clash = sorted(set(public) & submodules)
         if clash:
             offenders[name] = clash
     assert not offenders, f"public names that equal a submodule (rename the file after its idea): {offenders}"
