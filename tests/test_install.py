@@ -27,10 +27,12 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = {"torch", "torchvision", "timm", "numpy", "scipy", "safetensors", "zarr", "tqdm", "pillow"}
@@ -143,26 +145,42 @@ def test_installed_wheel_runs_with_only_the_resolved_packages(resolved, tmp_path
         ]
     )
 
-    # The resolved distributions, and only they, linked from this environment: same files a real
-    # install would unpack, when the versions agree (they do when constraints.txt is current).
+    # The resolved distributions, and only they, linked from this environment: the files a real
+    # install unpacks, at the versions CI pins (constraints.txt). Pip may resolve newer releases than
+    # the pins as PyPI moves on, so the versions are checked against the project's declared ranges,
+    # not against today's resolution.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {canonical(r.name): r.specifier for r in map(Requirement, project["dependencies"])}
     here = Path(sysconfig.get_paths()["purelib"])
     linked = tmp_path / "resolved"
     linked.mkdir()
-    for name, version in resolved.items():
+    missing = []
+    for name in resolved:
         if name == "xai-workbench":
             continue
-        dist = metadata.distribution(name)
-        assert dist.version == version, f"{name}: the test env has {dist.version}, pip resolves {version}"
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            missing.append(name)  # a dependency newer than the pins: reported if the import fails
+            continue
+        if name in declared:
+            assert declared[name].contains(dist.version, prereleases=True), (name, dist.version)
         tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
-        for top in tops:
-            source = here / top
-            if source.exists() and not (linked / top).exists() and top != "__pycache__":
-                (linked / top).symlink_to(source)
+        for top in tops - {"__pycache__"}:
+            if (here / top).exists() and not (linked / top).exists():
+                (linked / top).symlink_to(here / top)
     (site / "resolved.pth").write_text(f"{linked}\n")
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    out = run([str(python), "-c", SMOKE, str(site)], cwd=tmp_path, env=env, timeout=600)
-    assert "INSTALLED OK" in out.stdout
+    out = subprocess.run(
+        [str(python), "-c", SMOKE, str(site)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0 and "INSTALLED OK" in out.stdout, (missing, out.stderr[-3000:])
 
 
 @pytest.mark.slow
