@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import html
 import re
+from typing import TYPE_CHECKING
 
-import nbformat
+if TYPE_CHECKING:  # nbformat comes with the notebooks extra; the core never imports it
+    import nbformat
 
 # Code (fenced blocks, inline spans) is kept verbatim: a `$` there is a dollar, not math.
 _CODE = re.compile(r"(^```.*?^```|^~~~.*?^~~~|`[^`\n]+`)", re.S | re.M)
