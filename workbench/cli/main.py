@@ -42,7 +42,8 @@ def run_notebook(
     """Execute a notebook with papermill and export it to HTML.
 
     The executed notebook and the HTML are written under temporary names and renamed when
-    complete, so a failed run never leaves a half-written report behind.
+    complete, so a failed run never leaves a half-written report behind. The HTML needs no network:
+    math is rendered to MathML and no script comes from a CDN (see :mod:`workbench.cli.report`).
 
     Returns
     -------
@@ -50,7 +51,8 @@ def run_notebook(
     """
     import nbformat
     import papermill as pm
-    from nbconvert import HTMLExporter
+
+    from workbench.cli.report import notebook_to_html
 
     notebook = Path(notebook)
     if not notebook.exists():
@@ -72,7 +74,7 @@ def run_notebook(
             progress_bar=progress,
             cwd=str(notebook.parent),
         )
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(tmp_nb), as_version=4))
+        body = notebook_to_html(nbformat.read(str(tmp_nb), as_version=4))
         tmp_html = html.with_name(f".{html.name}.tmp-{os.getpid()}")
         tmp_html.write_text(body, encoding="utf-8")
         os.replace(tmp_nb, executed)
