@@ -14,15 +14,8 @@ pn = pytest.importorskip("panel", reason="the widgets need the ui extra (panel)"
 
 from workbench.data.planted import planted_shapes  # noqa: E402
 from workbench.widgets import AttributionViewer  # noqa: E402
-from workbench.widgets._common import (  # noqa: E402
-    COLORMAPS,
-    colorize,
-    colormap_lut,
-    contour_layer,
-    map_overlay,
-    map_range,
-    map_strength,
-)
+from workbench.widgets.colormaps import COLORMAPS, colorize, colormap_lut, map_range, map_strength  # noqa: E402
+from workbench.widgets.images import contour_layer, map_overlay  # noqa: E402
 
 N = 12
 

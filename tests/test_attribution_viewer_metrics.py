@@ -15,7 +15,7 @@ pn = pytest.importorskip("panel", reason="the widgets need the ui extra (panel)"
 from workbench.data.planted import planted_shapes  # noqa: E402
 from workbench.metrics.causal_fidelity import CausalFidelity, deletion, insertion  # noqa: E402
 from workbench.widgets import AttributionViewer  # noqa: E402
-from workbench.widgets.metrics_panel import Curves, trapezoid_auc  # noqa: E402
+from workbench.widgets.metrics_panel import Curves  # noqa: E402
 
 N, P = 6, 11
 
@@ -49,8 +49,9 @@ def stand_in(speed: float) -> dict:
     f = torch.linspace(0, 1, P)
     dele = falling(speed=speed)
     ins = 1 - dele.flip(1)
-    auc = (dele[:, 1:] + dele[:, :-1]).sum(1) / (2 * (P - 1))
-    return {"deletion": CausalFidelity(auc=auc, curve=dele, fractions=f), "insertion": (f, ins)}
+    auc = (dele[:, 1:] + dele[:, :-1]).sum(1) / (2 * (P - 1))  # what deletion() computes
+    auc_ins = (ins[:, 1:] + ins[:, :-1]).sum(1) / (2 * (P - 1))
+    return {"deletion": CausalFidelity(auc=auc, curve=dele, fractions=f), "insertion": (f, ins, auc_ins)}
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +72,17 @@ def test_curves_are_validated_and_stored(data, maps, curves):
     c = v.curves["mask"]["deletion"]
     assert isinstance(c, Curves) and c.curve.shape == (N, P) and c.fractions.shape == (P,)
     np.testing.assert_allclose(c.auc, curves["mask"]["deletion"].auc.numpy(), rtol=1e-6)  # given AUC kept
-    ins = v.curves["mask"]["insertion"]  # a tuple: AUC by the trapezoid rule, as deletion() computes it
-    want = (ins.curve[:, 1:] + ins.curve[:, :-1]).sum(1) / (2 * (P - 1))
-    np.testing.assert_allclose(ins.auc, want, rtol=1e-6)
+    np.testing.assert_allclose(v.curves["mask"]["insertion"].auc, curves["mask"]["insertion"][2].numpy())
     np.testing.assert_allclose(c.mean, c.curve.mean(0))
     assert c.sem.shape == (P,) and (c.sem >= 0).all()
-    # x rescaled to [0, 1] whatever the last fraction (max_fraction < 1)
-    np.testing.assert_allclose(trapezoid_auc(np.array([0, 0.25, 0.5]), np.array([[1.0, 0.5, 0.0]])), [0.5])
+    # a tuple without an AUC: the panel computes none (the one AUC is the metric's, CausalFidelity.auc)
+    bare = {"mask": {"deletion": curves["mask"]["deletion"], "insertion": curves["mask"]["insertion"][:2]}}
+    v = viewer_of(data, maps, curves=bare)
+    assert v.curves["mask"]["insertion"].auc is None
+    html = v._metrics_pane.object
+    assert "insertion AUC" not in html and "deletion AUC" in html, "an AUC column only for kinds that have one"
+    ins_fig = html[html.index('data-kind="insertion"') :]
+    assert "AUC 0" not in ins_fig.split("</figure>")[0].split("wb-legend")[1]
 
 
 def test_real_deletion_and_insertion_results_are_accepted(data, maps):

@@ -12,8 +12,9 @@ from torch import nn
 pn = pytest.importorskip("panel", reason="the widgets need the ui extra (panel)")
 
 from workbench.data.planted import planted_shapes  # noqa: E402
+from workbench.models.scoring import predict  # noqa: E402
 from workbench.widgets import DatasetViewer  # noqa: E402
-from workbench.widgets._common import (  # noqa: E402
+from workbench.widgets.images import (  # noqa: E402
     contour_overlay,
     mask_contour,
     png_bytes,
@@ -22,7 +23,6 @@ from workbench.widgets._common import (  # noqa: E402
     to_rgb_uint8,
     to_rgba,
 )
-from workbench.widgets.dataset_viewer import predict  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -34,21 +34,12 @@ import torch
 from panel.viewable import Viewer
 
 from workbench._core.validation import check_images, check_int
-from workbench.widgets._common import (
-    ActivationRows,
-    check_atom,
-    crop_box,
-    crop_tile,
-    encode_rows,
-    ensure_extension,
-    heat_tile,
-    module_device_of,
-    paging_controls,
-    svg_histogram,
-    token_map,
-    widget_kwargs,
-)
+from workbench.widgets._common import ActivationRows, crop_box, encode_rows, module_device_of, token_map
+from workbench.widgets.checks import check_atom
+from workbench.widgets.html import ensure_extension, svg_histogram, widget_kwargs
+from workbench.widgets.images import crop_tile, heat_tile
 from workbench.widgets.metrics_panel import ActionHTML, fmt
+from workbench.widgets.paging import paging_controls
 
 _FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif'
 CSS = f"""
@@ -711,7 +702,7 @@ class AtomBrowser(Viewer):
             )
 
     def _build(self) -> None:
-        from workbench.widgets._common import LiveHTML
+        from workbench.widgets.html import LiveHTML
 
         self._grid = ActionHTML(object="", stylesheets=[CSS], margin=(5, 5), css_classes=["wb-atom-grid-pane"],
                                 width=self.columns * 110 + 10)  # fmt: skip

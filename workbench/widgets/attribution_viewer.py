@@ -44,24 +44,20 @@ import torch.nn.functional as F
 from panel.viewable import Viewer
 
 from workbench._core.validation import check_images
-from workbench.widgets._common import (
-    COLORMAPS,
-    LiveHTML,
+from workbench.models.scoring import predict
+from workbench.widgets.checks import (
+    check_bool_array,
+    check_class_indices,
     check_index,
-    colormap_lut,
-    contour_layer,
-    ensure_extension,
-    map_overlay,
-    map_range,
-    paging_controls,
-    png_data_uri,
-    widget_kwargs,
+    check_maps,
+    check_names,
 )
-from workbench.widgets.dataset_viewer import _check_bool_matrix, _check_index_vector, _names, predict
+from workbench.widgets.colormaps import COLORMAPS, colormap_lut, map_range
+from workbench.widgets.html import ActionHTML, LiveHTML, asset, ensure_extension, widget_kwargs
+from workbench.widgets.images import contour_layer, map_overlay, png_data_uri
 from workbench.widgets.map_grid import MapGrid
 from workbench.widgets.metrics_panel import (
     METRICS_CSS,
-    ActionHTML,
     Curves,
     check_curves,
     check_metrics,
@@ -70,6 +66,7 @@ from workbench.widgets.metrics_panel import (
     metrics_html,
     plots_width,
 )
+from workbench.widgets.paging import paging_controls
 
 AUTO = "auto"
 UPSAMPLING = ("nearest", "bilinear")
@@ -77,82 +74,7 @@ _CACHE_SIZE = 2048
 _SIGNED_DEFAULT, _UNSIGNED_DEFAULT = "RdBu_r", "inferno"
 _SEP = " \u00b7 "
 
-_CSS = """
-:host { --wb-ok: #1b7f3b; --wb-bad: #c62828; --wb-accent: #1565c0; --wb-muted: #5f6368; }
-.wb-header { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px; color: #202124; }
-.wb-header .wb-title { font-weight: 600; font-size: 15px; margin-right: 10px; }
-.wb-header .wb-summary { color: var(--wb-muted); }
-.wb-header .wb-hint { color: #80868b; }
-.wb-label .wb-value { color: #202124; font-variant-numeric: tabular-nums; display: inline-block; min-width: 30px; }
-.wb-pageinfo, .wb-label { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px;
-  color: var(--wb-muted); white-space: nowrap; line-height: 30px; }
-.wb-detail-info { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px; color: #202124; }
-.wb-detail-info .wb-detail-title { font-weight: 600; font-size: 15px; margin-right: 10px; }
-.wb-detail-info .wb-facts { color: var(--wb-muted); }
-.wb-detail-info .wb-ok { color: var(--wb-ok); font-weight: 600; }
-.wb-detail-info .wb-bad { color: var(--wb-bad); font-weight: 600; }
-"""
-
-
-def _as_tensor(x: Any, name: str, what: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, np.ndarray):
-        try:
-            return torch.from_numpy(x)
-        except TypeError as err:
-            raise ValueError(f"{name}: could not convert the array of dtype {x.dtype} to a tensor") from err
-    raise ValueError(f"{name}: expected a torch.Tensor of shape {what}, got {type(x).__name__}")
-
-
-def _check_maps(
-    maps_by_method: Any, n: int, image_hw: tuple[int, int]
-) -> tuple[OrderedDict[str, torch.Tensor], dict[str, bool]]:
-    """Validate ``maps_by_method``: a non-empty dict name -> (N, h, w) finite float maps."""
-    if not isinstance(maps_by_method, Mapping):
-        raise ValueError(
-            "maps_by_method: expected a dict {method name: maps of shape (N, H, W)}, got"
-            f" {type(maps_by_method).__name__}"
-        )
-    if not maps_by_method:
-        raise ValueError("maps_by_method: expected at least one method, got an empty dict")
-    maps: OrderedDict[str, torch.Tensor] = OrderedDict()
-    signed: dict[str, bool] = {}
-    H, W = image_hw
-    for key, value in maps_by_method.items():
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"maps_by_method: method names must be non-empty strings, got {key!r}")
-        name = f"maps_by_method[{key!r}]"
-        m = _as_tensor(value, name, f"({n}, H, W)")
-        if m.ndim == 4 and m.shape[1] == 1:
-            m = m[:, 0]
-        if m.ndim != 3:
-            hint = " (one map? add a batch dimension with m[None])" if m.ndim == 2 else ""
-            raise ValueError(f"{name}: expected shape ({n}, H, W), got {tuple(m.shape)}{hint}")
-        if m.shape[0] != n:
-            raise ValueError(
-                f"{name}: expected {n} maps (one per image), got shape {tuple(m.shape)}; maps must be (N, H, W)"
-            )
-        h, w = int(m.shape[1]), int(m.shape[2])
-        if h < 1 or w < 1:
-            raise ValueError(f"{name}: got an empty map, shape {tuple(m.shape)}")
-        if h * W != w * H:
-            raise ValueError(
-                f"{name}: maps of shape {(h, w)} do not have the aspect ratio of the {(H, W)} images;"
-                " expected (H, W) or a coarser grid such as (8, 8) for square images"
-            )
-        if m.is_complex():
-            raise ValueError(f"{name}: expected real values, got dtype {m.dtype}")
-        m = m.detach().to("cpu", torch.float32)
-        finite = torch.isfinite(m).flatten(1).all(1)
-        if not bool(finite.all()):
-            bad = torch.nonzero(~finite).flatten().tolist()
-            kind = "NaN" if bool(torch.isnan(m).any()) else "infinite"
-            shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
-            raise ValueError(f"{name}: method {key!r} has {kind} values in the maps of images [{shown}]")
-        maps[key] = m.contiguous()
-        signed[key] = bool((m < 0).any())
-    return maps, signed
+_CSS = asset("attribution_viewer.css")
 
 
 class AttributionViewer(Viewer):
@@ -202,7 +124,7 @@ class AttributionViewer(Viewer):
         :class:`~workbench.metrics.causal_fidelity.CausalFidelity` (what ``deletion`` and
         ``insertion`` return), a tuple ``(fractions, curve)`` or ``(fractions, curve, auc)``, or a
         dict with those keys: ``fractions`` (P,) in [0, 1], non-decreasing; ``curve`` (N, P) finite;
-        ``auc`` (N,) (default: trapezoid rule with the fractions rescaled to [0, 1]). The metrics
+        ``auc`` (N,) (optional: without it the panel shows no AUC; it computes none itself). The metrics
         panel plots each kind for the selected image and the mean over the images, and adds
         a "<kind> AUC" column to the table. See also :attr:`curves`.
     **params
@@ -282,17 +204,17 @@ class AttributionViewer(Viewer):
 
         self.images = images.detach().cpu()
         self.n, self.image_hw = int(n), (int(h), int(w))
-        self.maps, self.signed = _check_maps(maps_by_method, self.n, self.image_hw)
+        self.maps, self.signed = check_maps(maps_by_method, self.n, self.image_hw)
         self.method_names = list(self.maps)
         self.masks = (
             None
             if masks is None
-            else _check_bool_matrix(masks, "masks", (self.n, h, w), "N, H, W like the images")
+            else check_bool_array(masks, "masks", (self.n, h, w), "N, H, W like the images")
         )
-        self.labels = None if labels is None else _check_index_vector(labels, "labels", self.n)
+        self.labels = None if labels is None else check_class_indices(labels, "labels", self.n)
         self.confidences = None
         if predictions is not None:
-            self.predictions = _check_index_vector(predictions, "predictions", self.n)
+            self.predictions = check_class_indices(predictions, "predictions", self.n)
         elif model is not None:
             if not isinstance(model, torch.nn.Module):
                 raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -307,7 +229,7 @@ class AttributionViewer(Viewer):
                 class_names = None
         present = [a for a in (self.labels, self.predictions) if a is not None]
         top = max([int(a.max()) for a in present], default=-1)
-        self.class_names = _names(class_names, top + 1 if class_names is None else 0, "class_names", "")
+        self.class_names = check_names(class_names, top + 1 if class_names is None else 0, "class_names", "")
         for name, arr in (("labels", self.labels), ("predictions", self.predictions)):
             if arr is not None and int(arr.max()) >= len(self.class_names):
                 raise ValueError(

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import param
 import torch
-from panel.custom import JSComponent
+
+from workbench.widgets.html import ActionHTML, asset, fmt  # noqa: F401  (ActionHTML, fmt: imported from here too)
 
 #: Colours of the methods (d3's category10), by position in the viewer's methods.
 METHOD_COLORS = (
@@ -37,100 +37,7 @@ _X_LABEL = {"deletion": "fraction of pixels removed", "insertion": "fraction of 
 _PLOT_W, _PLOT_H = 250, 150
 _PAD_L, _PAD_R, _PAD_T, _PAD_B = 34, 8, 8, 30
 
-_FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif'
-METRICS_CSS = f"""
-:host {{ --wb-accent: #1565c0; --wb-muted: #5f6368; }}
-.wb-metrics, .wb-curves {{ font-family: {_FONT}; font-size: 12px; color: #202124; }}
-.wb-metrics .wb-section, .wb-curves .wb-section {{ font-weight: 600; font-size: 13px; margin: 2px 0 4px 0; }}
-.wb-section .wb-hint {{ font-weight: 400; color: #80868b; font-size: 11px; margin-left: 6px; }}
-.wb-metrics .wb-note {{ color: var(--wb-muted); font-size: 11px; margin-top: 3px; }}
-.wb-metrics table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
-.wb-metrics th, .wb-metrics td {{ padding: 3px 10px; border-bottom: 1px solid #e8eaed; text-align: right; }}
-.wb-metrics th {{ font-weight: 500; color: var(--wb-muted); }}
-.wb-metrics th.wb-method, .wb-metrics td.wb-method {{ text-align: left; font-weight: 600; color: #202124; }}
-.wb-metrics td.wb-method {{ cursor: pointer; white-space: nowrap; }}
-.wb-metrics td.wb-method:hover {{ color: var(--wb-accent); }}
-.wb-metrics td.wb-focus, .wb-metrics tr:has(> td.wb-focus) > td {{ background: #e8f0fe; }}
-.wb-metrics .wb-mean {{ color: #9aa0a6; font-size: 11px; margin-left: 4px; }}
-.wb-swatch {{ display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px;
-  vertical-align: -1px; }}
-.wb-curves {{ margin-top: 10px; }}
-.wb-plots {{ display: grid; grid-template-columns: repeat(var(--wb-kinds, 2), {_PLOT_W}px); gap: 8px 16px; }}
-.wb-plot {{ margin: 0; }}
-.wb-plot figcaption {{ font-size: 12px; font-weight: 600; margin-bottom: 2px; white-space: nowrap; overflow: hidden;
-  text-overflow: ellipsis; }}
-.wb-plot figcaption .wb-dir {{ display: block; font-weight: 400; color: var(--wb-muted); font-size: 11px; }}
-.wb-plot svg {{ display: block; overflow: visible; }}
-.wb-plot svg text {{ font-family: {_FONT}; font-size: 10px; fill: #5f6368; }}
-.wb-plot .wb-rule {{ stroke: #e8eaed; stroke-width: 1; }}
-.wb-plot .wb-axis {{ stroke: #9aa0a6; stroke-width: 1; }}
-.wb-plot polyline.wb-curve {{ fill: none; stroke-linejoin: round; stroke-linecap: round; cursor: pointer; }}
-.wb-legend {{ display: flex; flex-direction: column; gap: 1px; margin-top: 2px; font-size: 11px;
-  font-variant-numeric: tabular-nums; }}
-.wb-leg {{ display: flex; align-items: center; gap: 0; cursor: pointer; border-radius: 3px; padding: 0 3px;
-  white-space: nowrap; }}
-.wb-leg:hover {{ background: #f1f3f4; }}
-.wb-leg .wb-leg-name {{ overflow: hidden; text-overflow: ellipsis; max-width: 150px; }}
-.wb-leg .wb-auc {{ margin-left: auto; padding-left: 8px; color: #202124; }}
-.wb-leg.wb-faded {{ opacity: 0.5; }}
-.wb-leg.wb-focus {{ background: #e8f0fe; font-weight: 600; }}
-[data-action]:focus-visible {{ outline: 2px solid var(--wb-accent); outline-offset: 1px; }}
-"""
-
-
-class ActionHTML(JSComponent):
-    """An HTML fragment (like :class:`~workbench.widgets._common.LiveHTML`) whose clicks come back to Python.
-
-    A click (or Enter / Space) on an element with ``data-action="<name>"`` and ``data-value="<v>"``,
-    or on a table row ``<tr data-method="<m>">`` (action "method", value ``m``), sends
-    ``{"action": name, "value": v}`` to Python, where the callbacks registered with
-    :meth:`on_action` receive it. The HTML is inserted as is: escape text that does not come from
-    the widget itself.
-    """
-
-    object = param.String(default="", doc="The HTML to show.")
-
-    _esm = """
-    export function render({ model, el }) {
-      const root = document.createElement("div");
-      root.className = "wb-live-html wb-action-html";
-      const draw = () => { root.innerHTML = model.object; };
-      function send(ev) {
-        const t = ev.target.closest("[data-action]");
-        if (t && root.contains(t)) {
-          model.send_msg({ action: t.dataset.action, value: t.dataset.value ?? "" });
-          return true;
-        }
-        const tr = ev.target.closest("tr[data-method]");
-        if (tr && root.contains(tr)) { model.send_msg({ action: "method", value: tr.dataset.method }); return true; }
-        return false;
-      }
-      root.addEventListener("click", send);
-      root.addEventListener("keydown", (ev) => {
-        if ((ev.key === "Enter" || ev.key === " ") && ev.target.closest("[data-action]") && send(ev)) {
-          ev.preventDefault();
-        }
-      });
-      draw();
-      model.on("object", draw);
-      el.appendChild(root);
-    }
-    """
-
-    def __init__(self, **params: Any):
-        super().__init__(**params)
-        self._action_callbacks: list[Callable[[str, str], None]] = []
-
-    def on_action(self, callback: Callable[[str, str], None]) -> None:
-        """Call ``callback(action, value)`` on every click of an element with a ``data-action``."""
-        self._action_callbacks.append(callback)
-
-    def _handle_msg(self, data: Any) -> None:
-        if not isinstance(data, Mapping) or "action" not in data:
-            return
-        action, value = str(data["action"]), str(data.get("value", ""))
-        for callback in list(self._action_callbacks):
-            callback(action, value)
+METRICS_CSS = asset("metrics_panel.css")
 
 
 # ---------------------------------------------------------------- validation
@@ -146,13 +53,15 @@ class Curves:
         (P,) x values in [0, 1], non-decreasing: the fraction of pixels removed or inserted.
     curve : np.ndarray
         (N, P) score of each image at each fraction.
-    auc : np.ndarray
-        (N,) area under each curve (given, or by the trapezoid rule with x rescaled to [0, 1]).
+    auc : np.ndarray or None
+        (N,) area under each curve as the metric computed it (``CausalFidelity.auc``, or the ``auc``
+        given with the curve); None when none was given: the panel shows no AUC then, rather than
+        computing one itself (the one AUC of the workbench is the metric's).
     """
 
     fractions: np.ndarray
     curve: np.ndarray
-    auc: np.ndarray
+    auc: np.ndarray | None
 
     @property
     def mean(self) -> np.ndarray:
@@ -182,17 +91,6 @@ def _nonfinite(arr: np.ndarray, where: str, what: str) -> None:
         kind = "NaN" if np.isnan(arr).any() else "infinite"
         shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
         raise ValueError(f"{where}: {kind} values in the {what} [{shown}]")
-
-
-def trapezoid_auc(fractions: np.ndarray, curve: np.ndarray) -> np.ndarray:
-    """(N,) area under each curve of ``curve`` (N, P) over ``fractions`` (P,) rescaled to [0, 1]
-    (the convention of :func:`~workbench.metrics.causal_fidelity.deletion`)."""
-    x = fractions - fractions[0]
-    span = x[-1]
-    if span <= 0:
-        return curve.mean(1)
-    x = x / span
-    return ((curve[:, 1:] + curve[:, :-1]) * np.diff(x)).sum(1) / 2
 
 
 def _check_one(value: Any, where: str, n: int) -> Curves:
@@ -231,9 +129,8 @@ def _check_one(value: Any, where: str, n: int) -> Curves:
             f"{where}: mismatched lengths: each curve has {c.shape[1]} points but fractions has {f.size}"
         )
     _nonfinite(c, where, "curves of images")
-    if auc is None:
-        a = trapezoid_auc(f, c)
-    else:
+    a = None
+    if auc is not None:
         a = _array(auc, f"{where} auc")
         if a.shape != (n,):
             raise ValueError(f"{where}: expected auc of shape ({n},) (one per image), got {a.shape}")
@@ -309,17 +206,6 @@ def check_metrics(metrics: Any, methods: Sequence[str], n: int) -> dict[str, dic
 # ---------------------------------------------------------------- rendering
 
 
-def fmt(v: float) -> str:
-    """Numbers as the browser shows them: 3 significant digits, exponent outside [1e-3, 1e4)."""
-    if not math.isfinite(v):
-        return "\u2013" if math.isnan(v) else str(v)
-    if v == 0:
-        return "0"
-    if 1e-3 <= abs(v) < 1e4:
-        return f"{float(f'{v:.3g}'):g}"
-    return f"{v:.2e}".replace("e-0", "e-").replace("e+0", "e+").replace("e-", "e\u2212")
-
-
 def method_colors(methods: Sequence[str]) -> dict[str, str]:
     """A colour per method, by position (cycling through :data:`METHOD_COLORS`)."""
     return {m: METHOD_COLORS[k % len(METHOD_COLORS)] for k, m in enumerate(methods)}
@@ -363,6 +249,10 @@ def _points(x: np.ndarray, y: np.ndarray, ylim: tuple[float, float]) -> list[tup
 
 def _pts(points: list[tuple[float, float]]) -> str:
     return " ".join(f"{a:g},{b:g}" for a, b in points)
+
+
+def _auc_text(auc: float | None, prefix: str) -> str:
+    return "" if auc is None else f"{prefix}{fmt(auc)}"
 
 
 def _plot(
@@ -420,7 +310,7 @@ def _plot(
             f'<polyline class="{cls}" data-method="{m}" data-kind="{esc(kind)}" data-scope="{esc(scope)}"'
             f' data-action="method" data-value="{m}" points="{_pts(pts)}" stroke="{s["color"]}"'
             f' stroke-width="{width:g}" stroke-opacity="{opacity:g}">'
-            f"<title>{m} \u00b7 {esc(kind)} AUC {fmt(s['auc'])}</title></polyline>"
+            f"<title>{m} \u00b7 {esc(kind)}{_auc_text(s['auc'], ' AUC ')}</title></polyline>"
         )
     parts.append("</svg>")
     legend = []
@@ -430,7 +320,7 @@ def _plot(
         legend.append(
             f'<div class="wb-leg{state}" data-action="method" data-value="{m}" data-method="{m}" role="button"'
             f' tabindex="0" title="click to highlight {m}"><span class="wb-swatch" style="background:{s["color"]}">'
-            f'</span><span class="wb-leg-name">{m}</span><span class="wb-auc">AUC {fmt(s["auc"])}</span></div>'
+            f'</span><span class="wb-leg-name">{m}</span><span class="wb-auc">{_auc_text(s["auc"], "AUC ")}</span></div>'
         )
     return (
         f'<figure class="wb-plot" data-kind="{esc(kind)}" data-scope="{esc(scope)}">'
@@ -463,9 +353,9 @@ def curves_html(
                 if c is None:
                     continue
                 if scope == "image":
-                    y, auc, band = c.curve[index], float(c.auc[index]), None
+                    y, auc, band = c.curve[index], None if c.auc is None else float(c.auc[index]), None
                 else:
-                    y, auc, band = c.mean, float(c.auc.mean()), c.sem
+                    y, auc, band = c.mean, None if c.auc is None else float(c.auc.mean()), c.sem
                 series.append(
                     {"method": m, "color": colors[m], "x": c.fractions, "y": y, "auc": auc, "band": band}
                 )
@@ -506,7 +396,8 @@ def metrics_html(
     for m in rows:
         names += [k for k in metrics.get(m, {}) if k not in names]
     kinds = curve_kinds(curves, rows)
-    auc_cols = [(k, f"{k} AUC") for k in kinds if f"{k} AUC" not in names]
+    with_auc = [k for k in kinds if any(curves[m][k].auc is not None for m in rows if k in curves.get(m, {}))]
+    auc_cols = [(k, f"{k} AUC") for k in with_auc if f"{k} AUC" not in names]
     esc = html.escape
     per_image = False
 
