@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -406,3 +409,66 @@ def test_instances_do_not_share_parameter_state():
     assert a.param.selected.bounds == (0, 2) and b.param.selected.bounds == (0, 4)
     b.select(4)
     assert a.selected == 0
+
+
+# ---------------------------------------------------------------- assets (JS / CSS shipped as package data)
+
+WIDGETS_DIR = Path(__file__).resolve().parents[1] / "workbench" / "widgets"
+
+
+def test_every_asset_named_in_the_code_exists_and_every_file_is_used():
+    from workbench.widgets.html import asset
+
+    named = set()
+    for src in WIDGETS_DIR.glob("*.py"):
+        named |= set(re.findall(r'asset\("([^"]+)"\)', src.read_text()))
+    files = {p.name for p in (WIDGETS_DIR / "assets").iterdir() if p.suffix in (".js", ".css")}
+    assert named == files, f"named but missing: {named - files}; shipped but unused: {files - named}"
+    for name in named:
+        assert asset(name).strip(), name
+    assert "export function render" in asset("map_grid.js")
+    with pytest.raises(FileNotFoundError, match="nope.js"):
+        asset("nope.js")
+    # no widget keeps its browser code inline any more
+    for src in WIDGETS_DIR.glob("*.py"):
+        assert "export function render" not in src.read_text(), src.name
+
+
+@pytest.mark.slow  # builds a wheel (about 10 s)
+def test_installed_package_finds_its_assets(tmp_path):
+    """A wheel of the project carries the assets, and the installed package (not the source tree) reads them."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root, src = WIDGETS_DIR.parents[1], tmp_path / "src"  # a copy: the build writes build/ and egg-info
+    shutil.copytree(root / "workbench", src / "workbench", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    wheel = next(tmp_path.glob("*.whl"))
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = {n.rsplit("/", 1)[-1] for n in zf.namelist() if n.startswith("workbench/widgets/assets/")}
+        zf.extractall(site)
+    assert shipped == {p.name for p in (WIDGETS_DIR / "assets").iterdir() if p.suffix in (".js", ".css")}
+    code = (
+        "import workbench, pathlib, sys; from workbench.widgets.html import asset\n"
+        "assert pathlib.Path(workbench.__file__).is_relative_to(sys.argv[1]), workbench.__file__\n"
+        "print(len(asset('map_grid.js')) > 1000, len(asset('metrics_panel.css')) > 100)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(site)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "True"]
