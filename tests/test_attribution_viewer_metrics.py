@@ -67,6 +67,17 @@ def polylines(html: str) -> list[dict[str, str]]:
     return [dict(re.findall(r'([\w-]+)="([^"]*)"', m)) for m in re.findall(r"<polyline ([^>]*)>", html)]
 
 
+def figure(html: str, kind: str, scope: str) -> str:
+    return html.split(f'<figure class="wb-plot" data-kind="{kind}" data-scope="{scope}"')[1].split(
+        "</figure>"
+    )[0]
+
+
+def ylim(html: str, kind: str, scope: str) -> tuple[float, float]:
+    lo, hi = re.match(r' data-ylim="([^"]+)"', figure(html, kind, scope)).group(1).split(",")
+    return float(lo), float(hi)
+
+
 def test_curves_are_validated_and_stored(data, maps, curves):
     v = viewer_of(data, maps, curves=curves)
     c = v.curves["mask"]["deletion"]
@@ -80,7 +91,9 @@ def test_curves_are_validated_and_stored(data, maps, curves):
     v = viewer_of(data, maps, curves=bare)
     assert v.curves["mask"]["insertion"].auc is None
     html = v._metrics_pane.object
-    assert "insertion AUC" not in html and "deletion AUC" in html, "an AUC column only for kinds that have one"
+    assert "insertion AUC" not in html and "deletion AUC" in html, (
+        "an AUC column only for kinds that have one"
+    )
     ins_fig = html[html.index('data-kind="insertion"') :]
     assert "AUC 0" not in ins_fig.split("</figure>")[0].split("wb-legend")[1]
 
@@ -166,7 +179,7 @@ def test_curves_for_selected_image_and_mean(data, maps, curves):
         (k, s) for k in ("deletion", "insertion") for s in ("image", "mean")
     }
     assert all(p["class"] == "wb-curve" and p["stroke-opacity"] == "0.9" for p in lines), "none highlighted"
-    # the points are the curve itself: x = fraction, y = score on a [0, 1] axis (probabilities)
+    # the points are the curve itself: x = fraction, y = score on the plot's axis (data-ylim: fit to the data)
     (mask_img,) = [
         p
         for p in lines
@@ -176,24 +189,28 @@ def test_curves_for_selected_image_and_mean(data, maps, curves):
     assert xy.shape == (P, 2)
     x0, x1, y0, y1 = 34, 250 - 8, 8, 150 - 30  # plot area of metrics_panel
     np.testing.assert_allclose((xy[:, 0] - x0) / (x1 - x0), np.linspace(0, 1, P), atol=0.01)
-    np.testing.assert_allclose((y1 - xy[:, 1]) / (y1 - y0), v.curves["mask"]["deletion"].curve[4], atol=0.01)
+    lo, hi = ylim(html, "deletion", "image")
+    np.testing.assert_allclose(
+        lo + (y1 - xy[:, 1]) / (y1 - y0) * (hi - lo),
+        v.curves["mask"]["deletion"].curve[4],
+        atol=0.01 * (hi - lo),
+    )  # 0.01 of the axis: the points are rounded to 0.1 px of a 112 px axis
     (mask_mean,) = [
         p
         for p in lines
         if p["data-method"] == "mask" and p["data-kind"] == "deletion" and p["data-scope"] == "mean"
     ]
     ym = np.array([float(pt.split(",")[1]) for pt in mask_mean["points"].split()])
-    np.testing.assert_allclose((y1 - ym) / (y1 - y0), v.curves["mask"]["deletion"].mean, atol=0.01)
+    lo, hi = ylim(html, "deletion", "mean")
+    np.testing.assert_allclose(
+        lo + (y1 - ym) / (y1 - y0) * (hi - lo), v.curves["mask"]["deletion"].mean, atol=0.01
+    )
     # each plot's legend gives each method's AUC: for the image, and the mean AUC for the mean plot
     auc = v.curves["signed"]["insertion"].auc
-    fig = html.split('<figure class="wb-plot" data-kind="insertion" data-scope="image">')[1].split(
-        "</figure>"
-    )[0]
+    fig = figure(html, "insertion", "image")
     assert "Insertion \u00b7 image #4" in fig and "AUC: higher is better" in fig
     assert f"AUC {float(f'{auc[4]:.3g}'):g}</span>" in fig
-    fig = html.split('<figure class="wb-plot" data-kind="deletion" data-scope="mean">')[1].split("</figure>")[
-        0
-    ]
+    fig = figure(html, "deletion", "mean")
     assert f"mean of {N} images" in fig and "AUC: lower is better" in fig
     mean_auc = v.curves["signed"]["deletion"].auc.mean()
     assert f"AUC {float(f'{mean_auc:.3g}'):g}</span>" in fig
@@ -258,4 +275,48 @@ def test_backward_compatible_without_curves(data, maps):
     assert v._grid.pickable and "wb-curves" not in v._metrics_pane.object
     # the panel asks for room for two plots even with a single method shown
     one = viewer_of(data, {"mask": maps["mask"]}, curves={"mask": stand_in(2.0)})
-    assert one._detail.width >= 2 * 250 + 16
+    assert int(one._detail.styles["min-width"].removesuffix("px")) >= 2 * 250 + 16
+
+
+def test_curve_axis_fits_a_low_confidence_model(data, maps):
+    """Scores of 0.001-0.02 (a 1000-class model unsure of itself) lie flat on a fixed [0, 1] axis; the default
+    axis fits them, and "relative" divides each curve by its clean score (deletion: its first point)."""
+    f = torch.linspace(0, 1, P)
+    low = 0.02 * falling()  # image 0 falls from 0.02 to 0.02 * exp(-3) ~ 0.001
+    v = viewer_of(data, maps, curves={"mask": {"deletion": (f, low), "insertion": (f, low.flip(1))}})
+    y0, y1 = 8, 150 - 30  # plot area of metrics_panel
+
+    def heights(html: str, scope: str = "image") -> np.ndarray:
+        (line,) = [p for p in polylines(html) if p["data-kind"] == "deletion" and p["data-scope"] == scope]
+        return np.array([(y1 - float(pt.split(",")[1])) / (y1 - y0) for pt in line["points"].split()])
+
+    assert v.curve_axis == "data"
+    h = heights(v._metrics_pane.object)  # fraction of the plot's height
+    assert h.max() - h.min() > 0.85, "the curve spans the plot (5 % padding each side)"
+    lo, hi = ylim(v._metrics_pane.object, "deletion", "image")
+    assert lo == pytest.approx(
+        max(0.0, float(low[0].min()) - 0.05 * float(low[0].max() - low[0].min())), rel=1e-4
+    )
+    assert hi == pytest.approx(float(low[0].max()) + 0.05 * float(low[0].max() - low[0].min()), rel=1e-4)
+
+    v.curve_axis = "fixed"
+    h = heights(v._metrics_pane.object)
+    assert h.max() < 0.025 and ylim(v._metrics_pane.object, "deletion", "image") == (0.0, 1.0), (
+        "flat at the bottom"
+    )
+
+    v.curve_axis = "relative"
+    html = v._metrics_pane.object
+    assert 'data-axis="relative"' in html and "score \u00f7 clean score" in html
+    lo, hi = ylim(html, "deletion", "image")
+    want = (low[0] / low[0, 0]).numpy()
+    np.testing.assert_allclose(lo + heights(html) * (hi - lo), want, atol=0.01 * (hi - lo))
+    assert want[0] == 1.0 and hi == pytest.approx(1 + 0.05 * (1 - want.min()), rel=1e-4)
+    # the mean plot: the mean of the relative curves (every image starts at 1)
+    mean = heights(html, "mean")
+    lo, hi = ylim(html, "deletion", "mean")
+    assert lo + mean[0] * (hi - lo) == pytest.approx(1.0, abs=0.01 * (hi - lo))
+    # the AUC shown is never rescaled: none was given, none is shown
+    assert "AUC 0" not in html and v.curves["mask"]["deletion"].auc is None
+    with pytest.raises(ValueError):
+        v.curve_axis = "log"

@@ -213,6 +213,7 @@ def test_minimal_inputs():
     v = DatasetViewer(images)
     assert v.item(2) == {
         "index": 2,
+        "name": None,
         "label": None,
         "prediction": None,
         "confidence": None,

@@ -29,10 +29,8 @@ the image shows through wherever the map is near 0.
 
 from __future__ import annotations
 
-import base64
 import html
 import math
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,23 +38,33 @@ import numpy as np
 import panel as pn
 import param
 import torch
-import torch.nn.functional as F
 from panel.viewable import Viewer
 
-from workbench._core.validation import check_images
 from workbench.models.scoring import predict
 from workbench.widgets.checks import (
+    as_images,
     check_bool_array,
     check_class_indices,
+    check_image_names,
     check_index,
     check_maps,
     check_names,
+    check_sizes,
 )
-from workbench.widgets.colormaps import COLORMAPS, colormap_lut, map_range
-from workbench.widgets.html import ActionHTML, LiveHTML, asset, ensure_extension, widget_kwargs
-from workbench.widgets.images import contour_layer, map_overlay, png_data_uri
+from workbench.widgets.colormaps import COLORMAPS, colormap_lut
+from workbench.widgets.html import (
+    ActionHTML,
+    LiveHTML,
+    asset,
+    ensure_extension,
+    image_captions,
+    widget_kwargs,
+)
+from workbench.widgets.images import map_overlay
 from workbench.widgets.map_grid import MapGrid
+from workbench.widgets.map_payloads import MapPayloads
 from workbench.widgets.metrics_panel import (
+    CURVE_AXES,
     METRICS_CSS,
     Curves,
     check_curves,
@@ -70,7 +78,6 @@ from workbench.widgets.paging import paging_controls
 
 AUTO = "auto"
 UPSAMPLING = ("nearest", "bilinear")
-_CACHE_SIZE = 2048
 _SIGNED_DEFAULT, _UNSIGNED_DEFAULT = "RdBu_r", "inferno"
 _SEP = " \u00b7 "
 
@@ -119,6 +126,9 @@ class AttributionViewer(Viewer):
         detail view allows twice as many values); the readout says so.
     title
         Heading shown above the grid.
+    names
+        (N,) names of the images (e.g. the names :func:`workbench.data.sample_images` returns), shown
+        in place of the index under each image and after it in the detail view.
     curves
         ``{method: {kind: curves}}``, ``kind`` usually "deletion" and "insertion", the curves a
         :class:`~workbench.metrics.causal_fidelity.CausalFidelity` (what ``deletion`` and
@@ -158,6 +168,10 @@ class AttributionViewer(Viewer):
         doc="Fade each map pixel by its distance from 0 (|value| / s), so the image shows where the map is near 0.",
     )
 
+    curve_axis = param.Selector(
+        default="data", objects=list(CURVE_AXES),
+        doc='y axis of the curves: "data" fits the curves, "relative" divides each by its clean score, "fixed" is [0, 1].',
+    )  # fmt: skip
     selected_method = param.Selector(
         default=None,
         objects=[None],
@@ -182,28 +196,21 @@ class AttributionViewer(Viewer):
         payload_size: int = 64,
         title: str = "Attribution maps",
         curves: Mapping[str, Mapping[str, Any]] | None = None,
+        names: Sequence[str] | None = None,
         **params: Any,
     ):
         ensure_extension()
-        if isinstance(images, np.ndarray):
-            images = torch.from_numpy(images)
-        check_images(images, name="images", channels=3)
-        n, _, h, w = images.shape
-        for name, value, lo, hi in (
-            ("max_rows", max_rows, 1, 100),
-            ("cell_size", cell_size, 32, 512),
-            ("detail_size", detail_size, 64, 1024),
-            ("payload_size", payload_size, 4, 512),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or not lo <= value <= hi:
-                raise ValueError(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
+        self.images = as_images(images)
+        n, _, h, w = self.images.shape
+        check_sizes(max_rows=(max_rows, 1, 100), cell_size=(cell_size, 32, 512),
+                    detail_size=(detail_size, 64, 1024), payload_size=(payload_size, 4, 512))  # fmt: skip
         if isinstance(clip_percentile, bool) or not (
             isinstance(clip_percentile, int | float) and 0 < clip_percentile <= 100
         ):
             raise ValueError(f"clip_percentile: expected a number in (0, 100], got {clip_percentile!r}")
 
-        self.images = images.detach().cpu()
         self.n, self.image_hw = int(n), (int(h), int(w))
+        self.names = check_image_names(names, self.n)
         self.maps, self.signed = check_maps(maps_by_method, self.n, self.image_hw)
         self.method_names = list(self.maps)
         self.masks = (
@@ -241,7 +248,9 @@ class AttributionViewer(Viewer):
         self.max_rows, self.cell_size, self.detail_size = int(max_rows), int(cell_size), int(detail_size)
         self.payload_size, self.clip_percentile = int(payload_size), float(clip_percentile)
         self.title = str(title)
-        self._cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._payloads = MapPayloads(
+            self.images, self.maps, self.signed, self.masks, self.clip_percentile, self.detail_size
+        )
 
         methods = params.pop("methods", None)
         selected = params.pop("selected", 0)
@@ -264,7 +273,7 @@ class AttributionViewer(Viewer):
         self.param.watch(self._on_page, ["page"])
         self.param.watch(self._on_selected, ["selected"])
         self.param.watch(self._render_detail, ["show_mask"])
-        self.param.watch(self._render_metrics, ["selected_method"])
+        self.param.watch(self._render_metrics, ["selected_method", "curve_axis"])
 
     # ------------------------------------------------------------------ public state
     @property
@@ -336,12 +345,7 @@ class AttributionViewer(Viewer):
     def value_range(self, index: int, method: str) -> tuple[float, float]:
         """The colour range ``(vmin, vmax)`` of the map of ``method`` for image ``index``."""
         self._check_method(method)
-        key = ("range", method, int(index))
-        if key not in self._cache:
-            self._remember(
-                key, map_range(self.maps[method][int(index)], self.signed[method], self.clip_percentile)
-            )
-        return self._cache[key]
+        return self._payloads.value_range(index, method)
 
     def overlay(self, index: int, method: str) -> np.ndarray:
         """The map of ``method`` over image ``index`` as the viewer draws it, (H, W, 3) uint8
@@ -374,86 +378,23 @@ class AttributionViewer(Viewer):
         if method not in self.maps:
             raise ValueError(f"unknown method {method!r}; the methods are {self.method_names}")
 
-    def _remember(self, key: tuple, value: Any) -> None:
-        self._cache[key] = value
-        if len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-
-    def _cached(self, key: tuple, make) -> Any:
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        value = make()
-        self._remember(key, value)
-        return value
-
-    def _cell(self, index: int, method: str, limit: int) -> dict[str, Any]:
-        """The payload of one map: raw values (block means above ``limit`` a side) and colour range."""
-
-        def make() -> dict[str, Any]:
-            m = self.maps[method][index]
-            h, w = m.shape
-            k = math.ceil(max(h, w) / limit)
-            kind = "pixel" if (h, w) == self.image_hw else ("grid" if h < self.image_hw[0] else "pixel")
-            block = ""
-            if k > 1:
-                size = (math.ceil(h / k), math.ceil(w / k))
-                m = F.adaptive_avg_pool2d(m[None, None], size)[0, 0]
-                kind, block = "block", f"{h / size[0]:.3g}\u00d7{w / size[1]:.3g}"
-            vmin, vmax = self.value_range(index, method)
-            data = base64.b64encode(m.numpy().astype("<f4").tobytes()).decode("ascii")
-            return {
-                "data": data, "h": int(m.shape[0]), "w": int(m.shape[1]), "vmin": float(vmin),
-                "vmax": float(vmax), "kind": kind, "block": block,
-            }  # fmt: skip
-
-        return self._cached(("cell", method, index, limit), make)
-
-    def _image_src(self, index: int, size: int) -> str:
-        def make() -> str:
-            big = max(self.image_hw) > size
-            return png_data_uri(self.images[index], size=size if big else None)
-
-        return self._cached(("img", index, size), make)
-
-    def _contour_src(self, index: int) -> str:
-        if self.masks is None or not self.show_mask:
-            return ""
-
-        def make() -> str:
-            h = max(self.image_hw)
-            scale = max(1, round(self.detail_size / h))
-            layer = contour_layer(
-                self.masks[index], scale=scale, thickness=max(1, round(2 * h * scale / self.detail_size))
-            )
-            return png_data_uri(layer)
-
-        return self._cached(("contour", index), make)
-
-    def _captions(self, i: int) -> tuple[str, str, str, str]:
-        """(caption, second line, status, accessible name) of image ``i``."""
+    def _captions(self, i: int) -> dict[str, str]:
+        """Caption lines, status and accessible name of image ``i`` (:func:`image_captions`)."""
         label = None if self.labels is None else self.class_names[self.labels[i]]
         pred = None if self.predictions is None else self.class_names[self.predictions[i]]
-        caption = f"#{i}" + (f" {label}" if label is not None else "")
-        sub, status = "", ""
-        alt = f"Image {i}" + (f": label {label}" if label is not None else "")
-        if pred is not None:
-            conf = "" if self.confidences is None else f" {self.confidences[i]:.2f}"
-            sub = ("\u2192 " if label is not None else "pred ") + pred + conf
-            alt += f"{',' if label is not None else ':'} prediction {pred}"
-            if label is not None:
-                status = "ok" if label == pred else "bad"
-                alt += " (mistake)" if status == "bad" else ""
-        return caption, sub, status, alt
+        return image_captions(
+            i, label, pred, None if label is None or pred is None else label == pred,
+            None if self.confidences is None else float(self.confidences[i]),
+            None if self.names is None else self.names[i],
+        )  # fmt: skip
 
     def _row(self, i: int, detail: bool) -> dict[str, Any]:
-        caption, sub, status, alt = self._captions(i)
         size = self.detail_size if detail else self.cell_size
         limit = 2 * self.payload_size if detail else self.payload_size
         return {
-            "index": i, "src": self._image_src(i, size), "alt": alt, "caption": caption, "sub": sub,
-            "status": status, "contour": self._contour_src(i) if detail else "",
-            "cells": {m: self._cell(i, m, limit) for m in self.shown_methods},
+            "index": i, "src": self._payloads.image_src(i, size), **self._captions(i),
+            "contour": self._payloads.contour_src(i) if detail and self.show_mask else "",
+            "cells": {m: self._payloads.cell(i, m, limit) for m in self.shown_methods},
         }  # fmt: skip
 
     def _columns(self) -> tuple[list[dict[str, Any]], dict[str, list[int]]]:
@@ -480,12 +421,9 @@ class AttributionViewer(Viewer):
         )  # fmt: skip
         self._grid.param.watch(self._on_grid_click, "selected")
         self._detail_view = MapGrid(
-            mode="detail",
-            cell_size=self.detail_size,
-            margin=(0, 0),
-            css_classes=["wb-attr-detail-pane"],
-            **common,
-        )
+            mode="detail", cell_size=self.detail_size, margin=(0, 0), css_classes=["wb-attr-detail-pane"],
+            sizing_mode="stretch_width", **common,
+        )  # fmt: skip
         self._detail_info = LiveHTML(
             object="", stylesheets=[_CSS], margin=(0, 0, 6, 0), css_classes=["wb-detail-pane"]
         )
@@ -554,10 +492,17 @@ class AttributionViewer(Viewer):
             self.param.show_mask, **widget_kwargs(pn.widgets.Checkbox, label="object mask contour"),
             margin=(6, 0, 0, 0), disabled=self.masks is None, css_classes=["wb-mask-toggle"],
         )  # fmt: skip
+        self._axis_widget = pn.widgets.RadioButtonGroup.from_param(
+            self.param.curve_axis,
+            **widget_kwargs(pn.widgets.RadioButtonGroup, label="", color="light", variant="outline"),
+            width=210, margin=(0, 5), css_classes=["wb-curve-axis"],
+        )  # fmt: skip
+        self._axis_row = pn.Row(label("Curve axis", 24), self._axis_widget, margin=0)
+        # Beside the grid when the screen is wide enough, below it otherwise: the detail takes the room left
+        # of the row (flex-grow), down to a minimum width (see _render_columns), and wraps its maps.
         self._detail = pn.Column(
-            self._detail_info, self._detail_view, mask_toggle, self._metrics_pane,
-            margin=(5, 5, 5, 16), css_classes=["wb-detail"],
-            styles={"padding": "10px", "border": "1px solid #dadce0", "border-radius": "8px", "background": "#fff"},
+            self._detail_info, self._detail_view, pn.Row(mask_toggle, self._axis_row, margin=0), self._metrics_pane,
+            margin=(5, 5, 5, 16), css_classes=["wb-detail"], sizing_mode="stretch_width",
         )  # fmt: skip
         self._layout = pn.Column(
             header, controls,
@@ -574,10 +519,15 @@ class AttributionViewer(Viewer):
         cols, luts = self._columns()
         k = len(cols)
         self._grid.width = (k + 1) * (self.cell_size + 6) + 24
-        per_line = min(k + 1, 4)
-        self._detail_view.width = per_line * (self.detail_size + 14) + 4
         kinds = len(curve_kinds(self._curves, self.shown_methods))
-        self._detail.width = max(self._detail_view.width, plots_width(kinds) if kinds else 0) + 24
+        plots = plots_width(kinds) if kinds else 0
+        cell = self.detail_size + 14
+        narrow = max(min(k + 1, 2) * cell + 4, plots) + 24  # the image and one map side by side, or the plots
+        wide = max((k + 1) * cell + 4, plots) + 24  # every map on one line
+        self._detail.styles = {
+            "flex": f"1 1 {narrow}px", "min-width": f"{narrow}px", "max-width": f"{wide}px", "padding": "10px",
+            "border": "1px solid #dadce0", "border-radius": "8px", "background": "#fff",
+        }  # fmt: skip
         return {"columns": cols, "luts": luts}
 
     def _render_grid(self, columns: dict[str, Any] | None = None) -> None:
@@ -594,7 +544,7 @@ class AttributionViewer(Viewer):
     def _render_detail(self, *_events: Any, columns: dict[str, Any] | None = None) -> None:
         i = self.selected
         self._detail_view.param.update(rows=[self._row(i, detail=True)], **(columns or {}))
-        caption, sub, status, _alt = self._captions(i)
+        status = self._captions(i)["status"]
         esc = html.escape
         facts = []
         if self.labels is not None:
@@ -609,7 +559,7 @@ class AttributionViewer(Viewer):
         facts.append(f"{len(shown)} method{'s' if len(shown) != 1 else ''}")
         self._detail_info.object = (
             f'<div class="wb-detail-info" data-index="{i}" data-methods="{esc(",".join(shown))}">'
-            f'<span class="wb-detail-title">Image #{i}</span>'
+            f'<span class="wb-detail-title">Image #{i}{"" if self.names is None else _SEP + esc(self.names[i])}</span>'
             f'<span class="wb-facts">{_SEP.join(facts)}</span></div>'
         )
         self._render_metrics()
@@ -618,10 +568,11 @@ class AttributionViewer(Viewer):
         """The metrics panel: the table and the curves of the shown methods for the selected image."""
         html_ = metrics_html(
             self._metrics, self._curves, self.shown_methods, self.colors, self.selected, self.n,
-            self.selected_method,
+            self.selected_method, self.curve_axis,
         )  # fmt: skip
         self._metrics_pane.object = html_
         self._metrics_pane.visible = bool(html_)
+        self._axis_row.visible = 'class="wb-curves"' in html_
         pickable = any(m in self._metrics or m in self._curves for m in self.method_names)
         focus = self.selected_method or ""
         for view in (self._grid, self._detail_view):

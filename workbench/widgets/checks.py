@@ -155,3 +155,35 @@ def check_maps(
         maps[key] = m.contiguous()
         signed[key] = bool((m < 0).any())
     return maps, signed
+
+
+def check_image_names(names: Any, n: int) -> list[str] | None:
+    """``names`` of the N images (a list, tuple or array of N strings, e.g. what
+    :func:`workbench.data.sample_images` returns), or None."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not isinstance(names, Sequence | np.ndarray):
+        raise ValueError(
+            f"names: expected a list of {n} image names, got {type(names).__name__} {names!r:.60}"
+        )
+    out = [str(s) for s in names]
+    if len(out) != n:
+        raise ValueError(f"names: expected {n} names (one per image), got {len(out)}")
+    return out
+
+
+def check_sizes(**sizes: tuple[Any, int, int]) -> None:
+    """Check layout sizes given as ``name=(value, lo, hi)``: each an integer in [lo, hi]."""
+    for name, (value, lo, hi) in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or not lo <= value <= hi:
+            raise ValueError(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
+
+
+def as_images(images: Any) -> torch.Tensor:
+    """A viewer's ``images``: (N, 3, H, W) in [0, 1], a tensor or a NumPy array, as a CPU tensor."""
+    from workbench._core.validation import check_images
+
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    check_images(images, name="images", channels=3)
+    return images.detach().cpu()

@@ -25,10 +25,18 @@ import param
 import torch
 from panel.viewable import Viewer
 
-from workbench._core.validation import check_images
 from workbench.models.scoring import predict
-from workbench.widgets.checks import check_bool_array, check_class_indices, check_index, check_names, to_numpy
-from workbench.widgets.html import LiveHTML, asset, ensure_extension, img_tag, widget_kwargs
+from workbench.widgets.checks import (
+    as_images,
+    check_bool_array,
+    check_class_indices,
+    check_image_names,
+    check_index,
+    check_names,
+    check_sizes,
+    to_numpy,
+)
+from workbench.widgets.html import LiveHTML, asset, ensure_extension, image_captions, img_tag, widget_kwargs
 from workbench.widgets.images import contour_overlay, png_data_uri
 from workbench.widgets.paging import paging_controls
 from workbench.widgets.thumbnail_grid import ThumbnailGrid
@@ -77,6 +85,9 @@ class DatasetViewer(Viewer):
         Side of the large image in the detail pane, in screen pixels.
     title
         Heading shown above the grid.
+    names
+        (N,) names of the images (e.g. the names :func:`workbench.data.sample_images` returns), shown
+        in place of the index in each caption and after it in the detail pane.
     """
 
     selected = param.Integer(
@@ -105,24 +116,17 @@ class DatasetViewer(Viewer):
         detail_size: int = 256,
         title: str = "Dataset",
         prediction_names: Sequence[str] | None = None,
+        names: Sequence[str] | None = None,
         **params: Any,
     ):
         ensure_extension()
-        if isinstance(images, np.ndarray):
-            images = torch.from_numpy(images)
-        check_images(images, name="images", channels=3)
-        n, _, h, w = images.shape
-        for name, value, lo, hi in (
-            ("columns", columns, 1, 64),
-            ("thumb_size", thumb_size, 16, 512),
-            ("max_items", max_items, 1, 1000),
-            ("detail_size", detail_size, 64, 1024),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or not lo <= value <= hi:
-                raise ValueError(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
+        self.images = as_images(images)
+        n, _, h, w = self.images.shape
+        check_sizes(columns=(columns, 1, 64), thumb_size=(thumb_size, 16, 512), max_items=(max_items, 1, 1000),
+                    detail_size=(detail_size, 64, 1024))  # fmt: skip
 
-        self.images = images.detach().cpu()
         self.n = int(n)
+        self.names = check_image_names(names, self.n)
         self.labels = None if labels is None else check_class_indices(labels, "labels", self.n)
         self.predictions = (
             None if predictions is None else check_class_indices(predictions, "predictions", self.n)
@@ -275,7 +279,7 @@ class DatasetViewer(Viewer):
                 f"item: index {index} is out of range for {self.n} images (valid: 0..{self.n - 1})"
             )
         i = int(index)
-        out: dict[str, Any] = {"index": i}
+        out: dict[str, Any] = {"index": i, "name": None if self.names is None else self.names[i]}
         out["label"] = None if self.labels is None else self.class_names[self.labels[i]]
         out["prediction"] = None if self.predictions is None else self.prediction_names[self.predictions[i]]
         out["confidence"] = None if self.confidences is None else float(self.confidences[i])
@@ -408,19 +412,10 @@ class DatasetViewer(Viewer):
 
     def _thumb_item(self, i: int) -> dict[str, Any]:
         info = self.item(i)
-        label = f"#{i}" + (f" {info['label']}" if info["label"] is not None else "")
-        pred = ""
-        if info["prediction"] is not None:
-            pred = ("\u2192 " if info["label"] is not None else "pred ") + info["prediction"]
-        alt = f"Image {i}"
-        if info["label"] is not None:
-            alt += f": label {info['label']}"
-        if info["prediction"] is not None:
-            alt += f", prediction {info['prediction']}" + (" (mistake)" if info["correct"] is False else "")
-        status = {True: "ok", False: "bad", None: ""}[info["correct"]]
+        c = image_captions(i, info["label"], info["prediction"], info["correct"], name=info["name"])
         return {
-            "index": i, "src": self._thumb_uri(i), "alt": alt, "label": label, "pred": pred,
-            "status": status, "wrong": info["correct"] is False,
+            "index": i, "src": self._thumb_uri(i), "alt": c["alt"], "label": c["caption"], "pred": c["sub"],
+            "status": c["status"], "wrong": info["correct"] is False,
         }  # fmt: skip
 
     def _render_grid(self) -> None:
@@ -449,6 +444,7 @@ class DatasetViewer(Viewer):
 
     def _detail_html(self, info: dict[str, Any]) -> str:
         esc = html.escape
+        name = "" if info["name"] is None else f' \u00b7 <span class="wb-name">{esc(info["name"])}</span>'
         rows = []
         if info["label"] is not None:
             rows.append(f'<tr><th>label</th><td class="wb-label">{esc(info["label"])}</td></tr>')
@@ -479,7 +475,7 @@ class DatasetViewer(Viewer):
             concepts = f'<div class="wb-section">Concepts present ({len(chips)})</div>{body}'
         return (
             f'<div class="wb-detail-info" data-index="{info["index"]}">'
-            f'<div class="wb-detail-title">Image #{info["index"]}</div>{table}{concepts}</div>'
+            f'<div class="wb-detail-title">Image #{info["index"]}{name}</div>{table}{concepts}</div>'
         )
 
     # ------------------------------------------------------------------ callbacks

@@ -155,3 +155,31 @@ def svg_histogram(
         f'<text x="{pl + iw}" y="{pt + ih + 13}" text-anchor="end">{fmt(hi)}</text>'
         f'<text x="{pl + iw / 2}" y="{pt + ih + 26}" text-anchor="middle">{html.escape(label)}</text></svg>'
     )
+
+
+def image_captions(
+    index: int,
+    label: str | None = None,
+    prediction: str | None = None,
+    correct: bool | None = None,
+    confidence: float | None = None,
+    name: str | None = None,
+) -> dict[str, str]:
+    """The caption lines and accessible name of one image, as both viewers show them.
+
+    Returns ``{"caption", "sub", "status", "alt"}``: ``caption`` is the image's name (``#index``
+    without one) and its label, ``sub`` the prediction ("\u2192 cat 0.93"), ``status`` "ok", "bad" or
+    "" (``correct`` unknown), ``alt`` the accessible name ("Image 3 (chelsea): label cat, prediction
+    dog (mistake)").
+    """
+    caption = (f"#{index}" if name is None else name) + (f" {label}" if label is not None else "")
+    alt = f"Image {index}" + (f" ({name})" if name is not None else "")
+    alt += f": label {label}" if label is not None else ""
+    sub = ""
+    if prediction is not None:
+        conf = "" if confidence is None else f" {confidence:.2f}"
+        sub = ("\u2192 " if label is not None else "pred ") + prediction + conf
+        alt += f"{',' if label is not None else ':'} prediction {prediction}"
+        alt += " (mistake)" if correct is False else ""
+    status = {True: "ok", False: "bad", None: ""}[correct]
+    return {"caption": caption, "sub": sub, "status": status, "alt": alt}

@@ -34,7 +34,10 @@ METHOD_COLORS = (
 LOWER_IS_BETTER = frozenset({"deletion"})
 _KIND_ORDER = ("deletion", "insertion")
 _X_LABEL = {"deletion": "fraction of pixels removed", "insertion": "fraction of pixels inserted"}
-_PLOT_W, _PLOT_H = 250, 150
+_PLOT_W, _PLOT_H = 250, 150  # _PLOT_W is also the column width in assets/metrics_panel.css
+#: The y axes of the curves (see :func:`curves_html`).
+CURVE_AXES = ("data", "relative", "fixed")
+_AXIS_NOTE = {"data": "", "relative": " \u00b7 y: score \u00f7 clean score", "fixed": ""}
 _PAD_L, _PAD_R, _PAD_T, _PAD_B = 34, 8, 8, 30
 
 METRICS_CSS = asset("metrics_panel.css")
@@ -228,15 +231,36 @@ def _direction(kind: str) -> str:
     return "lower is better" if kind in LOWER_IS_BETTER else "higher is better"
 
 
-def _y_range(values: list[np.ndarray]) -> tuple[float, float]:
+def clean_score(c: Curves, kind: str) -> np.ndarray:
+    """(N,) the model's score on the unperturbed images: the first point of a deletion curve (nothing
+    removed yet), the last of an insertion curve (everything inserted; with ``max_fraction < 1`` that
+    point is the most inserted, not the clean image), the first point of any other kind."""
+    return c.curve[:, -1] if kind == "insertion" else c.curve[:, 0]
+
+
+def scaled_curves(c: Curves, kind: str, axis: str = "data") -> np.ndarray:
+    """(N, P) the curves as plotted: as given, or with ``axis="relative"`` each divided by its image's
+    :func:`clean_score` (a score of exactly 0 leaves that image's curve as given)."""
+    if axis not in CURVE_AXES:
+        raise ValueError(f"curve_axis: expected one of {list(CURVE_AXES)}, got {axis!r}")
+    if axis != "relative":
+        return c.curve
+    clean = clean_score(c, kind)
+    return c.curve / np.where(clean != 0, clean, 1.0)[:, None]
+
+
+def _y_range(values: list[np.ndarray], axis: str = "data") -> tuple[float, float]:
+    """The y range of one plot: ``"fixed"`` keeps [0, 1] for probabilities (so plots compare, but a
+    low-confidence model's curves lie flat along the bottom); ``"data"`` and ``"relative"`` fit the
+    plotted values, padded by 5 % (not below 0 when every value is >= 0)."""
     lo = min(float(v.min()) for v in values)
     hi = max(float(v.max()) for v in values)
-    if lo >= 0 and hi <= 1:
-        return 0.0, 1.0  # probabilities: the full scale, so plots compare
+    if axis == "fixed" and lo >= 0 and hi <= 1:
+        return 0.0, 1.0
     if hi - lo < 1e-12:
-        return lo - 0.5, hi + 0.5
+        return (max(0.0, lo - 0.5) if lo >= 0 else lo - 0.5), hi + 0.5
     pad = 0.05 * (hi - lo)
-    return lo - pad, hi + pad
+    return (max(0.0, lo - pad) if lo >= 0 else lo - pad), hi + pad
 
 
 def _points(x: np.ndarray, y: np.ndarray, ylim: tuple[float, float]) -> list[tuple[float, float]]:
@@ -262,6 +286,7 @@ def _plot(
     series: list[dict[str, Any]],
     ylim: tuple[float, float],
     focus: str | None,
+    axis: str = "data",
 ) -> str:
     """One SVG plot: ``series`` of ``{"method", "color", "x", "y", "auc", "band"}``."""
     esc = html.escape
@@ -323,8 +348,8 @@ def _plot(
             f'</span><span class="wb-leg-name">{m}</span><span class="wb-auc">{_auc_text(s["auc"], "AUC ")}</span></div>'
         )
     return (
-        f'<figure class="wb-plot" data-kind="{esc(kind)}" data-scope="{esc(scope)}">'
-        f'<figcaption>{caption} <span class="wb-dir">AUC: {_direction(kind)}</span></figcaption>'
+        f'<figure class="wb-plot" data-kind="{esc(kind)}" data-scope="{esc(scope)}" data-ylim="{lo:.6g},{hi:.6g}">'
+        f'<figcaption>{caption} <span class="wb-dir">AUC: {_direction(kind)}{_AXIS_NOTE[axis]}</span></figcaption>'
         f'{"".join(parts)}<div class="wb-legend">{"".join(legend)}</div></figure>'
     )
 
@@ -336,8 +361,14 @@ def curves_html(
     index: int,
     n: int,
     focus: str | None,
+    axis: str = "data",
 ) -> str:
-    """The curves section: per kind, a plot for image ``index`` and one of the mean over ``n`` images."""
+    """The curves section: per kind, a plot for image ``index`` and one of the mean over ``n`` images.
+
+    ``axis`` sets the y axis of each plot: ``"data"`` fits the plotted curves, ``"relative"`` divides
+    each curve by its image's clean score (:func:`clean_score`) and fits those, ``"fixed"`` is [0, 1]
+    for probabilities. The AUCs shown are always the metric's, of the curves as given.
+    """
     shown = [m for m in methods if m in curves]
     kinds = curve_kinds(curves, shown)
     if not kinds:
@@ -352,25 +383,28 @@ def curves_html(
                 c = curves[m].get(kind)
                 if c is None:
                     continue
+                ys = scaled_curves(c, kind, axis)
                 if scope == "image":
-                    y, auc, band = c.curve[index], None if c.auc is None else float(c.auc[index]), None
+                    y, auc, band = ys[index], None if c.auc is None else float(c.auc[index]), None
                 else:
-                    y, auc, band = c.mean, None if c.auc is None else float(c.auc.mean()), c.sem
+                    band = ys.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(ys.shape[1])
+                    y, auc = ys.mean(0), None if c.auc is None else float(c.auc.mean())
                 series.append(
                     {"method": m, "color": colors[m], "x": c.fractions, "y": y, "auc": auc, "band": band}
                 )
-            every = [curves[m][kind].curve for m in shown if kind in curves[m]]
-            ylim = _y_range(every)
+            # the plotted values (the mean's band too) set the axis of this plot
+            bands = [(s["y"], 0 if s["band"] is None else s["band"]) for s in series]
+            ylim = _y_range([v for y, b in bands for v in (y - b, y + b)], axis)
             title = esc(kind.capitalize())
             caption = (
                 f"{title} \u00b7 image #{index}" if scope == "image" else f"{title} \u00b7 mean of {n} images"
             )
-            figures.append(_plot(kind, scope, caption, series, ylim, focus))
+            figures.append(_plot(kind, scope, caption, series, ylim, focus, axis))
     hint = "click a method (row, legend, curve or column title) to highlight it"
     if focus is not None:
         hint = f"{esc(focus)} highlighted \u00b7 click it again to show all alike"
     return (
-        f'<div class="wb-curves" data-index="{index}" data-selected-method="{esc(focus or "")}"'
+        f'<div class="wb-curves" data-index="{index}" data-selected-method="{esc(focus or "")}" data-axis="{axis}"'
         f' data-kinds="{esc(",".join(kinds))}" style="--wb-kinds: {len(kinds)}">'
         f'<div class="wb-section">Curves<span class="wb-hint">{hint}</span></div>'
         f'<div class="wb-plots">{"".join(figures)}</div></div>'
@@ -385,6 +419,7 @@ def metrics_html(
     index: int,
     n: int,
     focus: str | None,
+    axis: str = "data",
 ) -> str:
     """The whole panel for image ``index``: the table of ``methods`` with metrics (their values, and
     each curve kind's AUC), then the curves; "" when no shown method has either."""
@@ -441,4 +476,4 @@ def metrics_html(
         '<div class="wb-section">Metrics</div>'
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}</div>"
     )
-    return table + curves_html(curves, rows, colors, index, n, focus)
+    return table + curves_html(curves, rows, colors, index, n, focus, axis)

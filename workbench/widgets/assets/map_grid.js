@@ -75,6 +75,17 @@ export function render({ model, el }) {
     return d;
   }
 
+  // A method title that wraps only between words: a break opportunity (<wbr>) after each "_", "-",
+  // "/" or "." (method keys such as "integrated_gradients"), never inside a word (see map_grid.css).
+  function titled(cls, text) {
+    const d = div(cls);
+    String(text).split(/(?<=[_\-\/.])/).forEach((part, k) => {
+      if (k) { d.appendChild(document.createElement("wbr")); }
+      d.appendChild(document.createTextNode(part));
+    });
+    return d;
+  }
+
   function colorbar(col, ticks) {
     const wrap = div("wb-scale");
     const bar = div("wb-cbar");
@@ -170,7 +181,7 @@ export function render({ model, el }) {
       for (const col of model.columns) {
         const c = div("wb-cell wb-map-cell");
         c.style.width = cw + "px";
-        const title = pick(div("wb-col-title", col.title), col);
+        const title = pick(titled("wb-col-title", col.title), col);
         title.title = col.title + (model.pickable ? " · click to show its metrics" : "");
         c.append(title, colorbar(col, col.signed ? ["−s", "0", "+s"] : ["0", "s"]));
         head.appendChild(c);
@@ -227,7 +238,7 @@ export function render({ model, el }) {
         c.style.width = cw + "px";
         c.dataset.index = String(row.index);
         c.dataset.method = col.key;
-        if (detail) { c.appendChild(pick(div("wb-col-title", col.title), col)); }
+        if (detail) { c.appendChild(pick(titled("wb-col-title", col.title), col)); }
         const st = div("wb-stack");
         st.style.width = cw + "px";
         st.style.height = ch + "px";
