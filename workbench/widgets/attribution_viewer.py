@@ -9,13 +9,10 @@ optional metrics panel: a table of metrics per method and their deletion / inser
 its curves (``selected_method``).
 
 How it renders (the same in JupyterLab, under ``panel serve`` and in Playwright): the grid and the
-detail view are each one small :class:`panel.custom.JSComponent` (:class:`MapGrid`). Python sends
-each image once as a PNG and each map as its raw float32 values (base64, at most ``payload_size``
-pixels a side: larger maps are sent as block means), with the colour range of the map and the
-colormap as a 256-colour lookup table. The browser colours the values into a ``<canvas>`` stacked
-over the image, so opacity and colormap changes only send a number or a table, and the value under
-the mouse is read from the same array that is drawn. Clicking a row sets the component's
-``selected`` parameter, which the viewer watches.
+detail view are each one :class:`~workbench.widgets.map_grid.MapGrid`, fed by
+:class:`~workbench.widgets.map_payloads.MapPayloads` (maps as raw float32 values, at most
+``payload_size`` a side, coloured in the browser); clicking a row sets the grid's ``selected``.
+On a wide screen the detail view sits beside the grid, on a narrow one below it.
 
 Colour scale: each map is normalised on its own ("per map"). A method whose maps have any negative
 value is *signed*: its maps are shown on ``[-s, s]`` with ``s`` the ``clip_percentile``-th
@@ -45,10 +42,10 @@ from workbench.widgets.checks import (
     as_images,
     check_bool_array,
     check_class_indices,
+    check_class_names,
     check_image_names,
     check_index,
     check_maps,
-    check_names,
     check_sizes,
 )
 from workbench.widgets.colormaps import COLORMAPS, colormap_lut
@@ -57,7 +54,9 @@ from workbench.widgets.html import (
     LiveHTML,
     asset,
     ensure_extension,
+    header_html,
     image_captions,
+    prediction_html,
     widget_kwargs,
 )
 from workbench.widgets.images import map_overlay
@@ -234,14 +233,9 @@ class AttributionViewer(Viewer):
                 class_names = list(model.labels)
             except (AttributeError, TypeError):
                 class_names = None
-        present = [a for a in (self.labels, self.predictions) if a is not None]
-        top = max([int(a.max()) for a in present], default=-1)
-        self.class_names = check_names(class_names, top + 1 if class_names is None else 0, "class_names", "")
-        for name, arr in (("labels", self.labels), ("predictions", self.predictions)):
-            if arr is not None and int(arr.max()) >= len(self.class_names):
-                raise ValueError(
-                    f"{name}: class index {int(arr.max())} is out of range for {len(self.class_names)} class_names"
-                )
+        self.class_names = check_class_names(
+            class_names, {"labels": self.labels, "predictions": self.predictions}
+        )
         self._metrics = check_metrics(metrics, self.method_names, self.n)
         self._curves = check_curves(curves, self.method_names, self.n)
         self.colors = method_colors(self.method_names)
@@ -270,7 +264,7 @@ class AttributionViewer(Viewer):
         self.param.watch(self._on_methods, ["methods"])
         self.param.watch(self._on_cmap, ["cmap"])
         self.param.watch(self._on_style, ["opacity", "upsampling", "fade"])
-        self.param.watch(self._on_page, ["page"])
+        self.param.watch(lambda *_: self._render_grid(), ["page"])
         self.param.watch(self._on_selected, ["selected"])
         self.param.watch(self._render_detail, ["show_mask"])
         self.param.watch(self._render_metrics, ["selected_method", "curve_axis"])
@@ -427,9 +421,8 @@ class AttributionViewer(Viewer):
         self._detail_info = LiveHTML(
             object="", stylesheets=[_CSS], margin=(0, 0, 6, 0), css_classes=["wb-detail-pane"]
         )
-        self._metrics_pane = ActionHTML(
-            object="", stylesheets=[METRICS_CSS], margin=(8, 0, 0, 0), css_classes=["wb-metrics-pane"]
-        )
+        self._metrics_pane = ActionHTML(object="", stylesheets=[METRICS_CSS], margin=(8, 0, 0, 0),
+                                        css_classes=["wb-metrics-pane"])  # fmt: skip
         self._metrics_pane.on_action(
             lambda action, value: self._on_pick(value) if action == "method" else None
         )
@@ -440,12 +433,9 @@ class AttributionViewer(Viewer):
             f"{self.n} images \u00b7 {self.image_hw[0]}\u00d7{self.image_hw[1]} px \u00b7"
             f" {len(self.method_names)} methods ({', '.join(kinds)})"
         )
-        header = pn.pane.HTML(
-            f'<div class="wb-header"><span class="wb-title">{html.escape(self.title)}</span>'
-            f'<span class="wb-summary">{html.escape(summary)}</span>'
-            '<span class="wb-hint"> \u00b7 hover a map to read values \u00b7 click a row to compare methods</span></div>',
-            stylesheets=[_CSS], margin=(0, 5), sizing_mode="stretch_width",
-        )  # fmt: skip
+        hint = "hover a map to read values \u00b7 click a row to compare methods"
+        header = pn.pane.HTML(header_html(self.title, summary, hint), stylesheets=[_CSS], margin=(0, 5),
+                              sizing_mode="stretch_width")  # fmt: skip
 
         def label(text: str, left: int = 5) -> pn.pane.HTML:
             return pn.pane.HTML(
@@ -464,12 +454,8 @@ class AttributionViewer(Viewer):
             self.param.opacity, **widget_kwargs(pn.widgets.FloatSlider, label=""), step=0.05, width=140,
             show_value=False, margin=(12, 10, 5, 5), css_classes=["wb-opacity"],
         )  # fmt: skip
-        self._opacity_label = LiveHTML(
-            object=self._opacity_html(),
-            stylesheets=[_CSS],
-            margin=(5, 0, 5, 12),
-            css_classes=["wb-opacity-label"],
-        )
+        self._opacity_label = LiveHTML(object=self._opacity_html(), stylesheets=[_CSS], margin=(5, 0, 5, 12),
+                                       css_classes=["wb-opacity-label"])  # fmt: skip
         self._upsampling_widget = pn.widgets.RadioButtonGroup.from_param(
             self.param.upsampling,
             **widget_kwargs(pn.widgets.RadioButtonGroup, label="", color="light", variant="outline"),
@@ -550,11 +536,9 @@ class AttributionViewer(Viewer):
         if self.labels is not None:
             facts.append(f'label <span class="wb-label-value">{esc(self.class_names[self.labels[i]])}</span>')
         if self.predictions is not None:
-            conf = "" if self.confidences is None else f" ({self.confidences[i]:.2f})"
-            verdict = {"ok": " \u2713", "bad": " \u2717 mistake", "": ""}[status]
-            cls = f' class="wb-{status}"' if status else ""
-            pred = esc(self.class_names[self.predictions[i]])
-            facts.append(f"prediction <span{cls}>{pred}{conf}{verdict}</span>")
+            conf, correct = None if self.confidences is None else float(self.confidences[i]), status == "ok"
+            pred = prediction_html(self.class_names[self.predictions[i]], conf, correct if status else None)
+            facts.append(f'prediction <span class="wb-{status or "unchecked"}">{pred}</span>')
         shown = self.shown_methods
         facts.append(f"{len(shown)} method{'s' if len(shown) != 1 else ''}")
         self._detail_info.object = (
@@ -596,9 +580,6 @@ class AttributionViewer(Viewer):
         self._opacity_label.object = self._opacity_html()
         for view in (self._grid, self._detail_view):
             view.param.update(opacity=self.opacity, smooth=self.upsampling == "bilinear", fade=self.fade)
-
-    def _on_page(self, *_events: Any) -> None:
-        self._render_grid()
 
     def _on_selected(self, *_events: Any) -> None:
         page = self.selected // self.max_rows

@@ -187,3 +187,16 @@ def as_images(images: Any) -> torch.Tensor:
         images = torch.from_numpy(images)
     check_images(images, name="images", channels=3)
     return images.detach().cpu()
+
+
+def check_class_names(
+    names: Sequence[str] | None, indices: Mapping[str, np.ndarray | None], arg: str = "class_names"
+) -> list[str]:
+    """The names of the class indices in ``indices`` (``{argument: (N,) indices or None}``): ``names`` as
+    strings, by default "0", "1", ... up to the largest index; an index past the names is an error."""
+    top = max([int(a.max()) for a in indices.values() if a is not None and a.size], default=-1)
+    out = check_names(names, top + 1 if names is None else 0, arg, "")
+    for name, arr in indices.items():
+        if arr is not None and arr.size and int(arr.max()) >= len(out):
+            raise ValueError(f"{name}: class index {int(arr.max())} is out of range for {len(out)} {arg}")
+    return out

@@ -30,13 +30,23 @@ from workbench.widgets.checks import (
     as_images,
     check_bool_array,
     check_class_indices,
+    check_class_names,
     check_image_names,
     check_index,
     check_names,
     check_sizes,
     to_numpy,
 )
-from workbench.widgets.html import LiveHTML, asset, ensure_extension, image_captions, img_tag, widget_kwargs
+from workbench.widgets.html import (
+    LiveHTML,
+    asset,
+    ensure_extension,
+    header_html,
+    image_captions,
+    img_tag,
+    prediction_html,
+    widget_kwargs,
+)
 from workbench.widgets.images import contour_overlay, png_data_uri
 from workbench.widgets.paging import paging_controls
 from workbench.widgets.thumbnail_grid import ThumbnailGrid
@@ -134,21 +144,14 @@ class DatasetViewer(Viewer):
         same_space = prediction_names is None or (
             class_names is not None and [str(c) for c in prediction_names] == [str(c) for c in class_names]
         )
-        in_class_space = [a for a in (self.labels, self.predictions if same_space else None) if a is not None]
-        top = max([int(a.max()) for a in in_class_space], default=-1)
-        self.class_names = check_names(class_names, top + 1 if class_names is None else 0, "class_names", "")
+        preds = {"predictions": self.predictions}
+        self.class_names = check_class_names(
+            class_names, {"labels": self.labels, **(preds if same_space else {})}
+        )
         self.prediction_names = (
-            self.class_names if same_space else check_names(prediction_names, 0, "prediction_names", "")
+            self.class_names if same_space else check_class_names(prediction_names, preds, "prediction_names")
         )
         self.same_label_space = same_space
-        checks = (("labels", self.labels, "class_names", self.class_names),
-                  ("predictions", self.predictions, "prediction_names" if prediction_names is not None else "class_names",
-                   self.prediction_names))  # fmt: skip
-        for name, arr, names_arg, names in checks:
-            if arr is not None and int(arr.max()) >= len(names):
-                raise ValueError(
-                    f"{name}: class index {int(arr.max())} is out of range for {len(names)} {names_arg}"
-                )
         self.masks = (
             None
             if masks is None
@@ -389,12 +392,7 @@ class DatasetViewer(Viewer):
         if self._comparable:
             correct = int((self.labels == self.predictions).sum())
             parts.append(f"accuracy {correct / self.n:.1%} ({correct}/{self.n}, {self.n - correct} mistakes)")
-        summary = " \u00b7 ".join(parts)
-        return (
-            f'<div class="wb-header"><span class="wb-title">{html.escape(self.title)}</span>'
-            f'<span class="wb-summary">{html.escape(summary)}</span>'
-            '<span class="wb-hint"> \u00b7 click a thumbnail to inspect it</span></div>'
-        )
+        return header_html(self.title, " \u00b7 ".join(parts), "click a thumbnail to inspect it")
 
     # ------------------------------------------------------------------ rendering
     def _thumb_uri(self, i: int) -> str:
@@ -450,11 +448,8 @@ class DatasetViewer(Viewer):
             rows.append(f'<tr><th>label</th><td class="wb-label">{esc(info["label"])}</td></tr>')
         if info["prediction"] is not None:
             cls = {True: "wb-ok", False: "wb-bad", None: ""}[info["correct"]]
-            conf = "" if info["confidence"] is None else f" ({info['confidence']:.2f})"
-            verdict = {True: " \u2713", False: " \u2717 mistake", None: ""}[info["correct"]]
-            rows.append(
-                f'<tr><th>prediction</th><td class="wb-prediction {cls}">{esc(info["prediction"])}{conf}{verdict}</td></tr>'
-            )
+            pred = prediction_html(info["prediction"], info["confidence"], info["correct"])
+            rows.append(f'<tr><th>prediction</th><td class="wb-prediction {cls}">{pred}</td></tr>')
         table = f"<table>{''.join(rows)}</table>" if rows else ""
         concepts = ""
         if self.concepts is not None:

@@ -183,3 +183,18 @@ def image_captions(
         alt += " (mistake)" if correct is False else ""
     status = {True: "ok", False: "bad", None: ""}[correct]
     return {"caption": caption, "sub": sub, "status": status, "alt": alt}
+
+
+def header_html(title: str, summary: str, hint: str) -> str:
+    """The heading line of a viewer: its title, a summary of the data and a hint of what to click."""
+    esc = html.escape
+    return (
+        f'<div class="wb-header"><span class="wb-title">{esc(title)}</span>'
+        f'<span class="wb-summary">{esc(summary)}</span><span class="wb-hint"> \u00b7 {esc(hint)}</span></div>'
+    )
+
+
+def prediction_html(prediction: str, confidence: float | None, correct: bool | None) -> str:
+    """A prediction (escaped) with its confidence and a mark: "cat (0.93) \u2713" or "dog (0.51) \u2717 mistake"."""
+    conf = "" if confidence is None else f" ({confidence:.2f})"
+    return html.escape(prediction) + conf + {True: " \u2713", False: " \u2717 mistake", None: ""}[correct]
