@@ -473,3 +473,18 @@ def test_installed_package_finds_its_assets(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_names_show_in_thumbnails_and_detail(data):
+    names = [f"img_{i:03d}" for i in range(len(data))]
+    v = viewer_of(data, names=names, max_items=8)
+    first = v._grid.items[0]
+    label = data.class_names[int(data.labels[0])]
+    assert first["label"] == f"img_000 {label}" and first["alt"].startswith(
+        f"Image 0 (img_000): label {label}"
+    )
+    assert v.item(4)["name"] == "img_004"
+    v.select(4)
+    assert 'Image #4 \u00b7 <span class="wb-name">img_004</span>' in v._detail_info.object
+    with pytest.raises(ValueError, match="expected 64 names"):
+        viewer_of(data, names=names[:10])

@@ -442,7 +442,7 @@ class DatasetViewer(Viewer):
 
     def _detail_html(self, info: dict[str, Any]) -> str:
         esc = html.escape
-        name = "" if info["name"] is None else f' \u00b7 <span class="wb-name">{esc(info["name"])}</span>'
+        called = "" if info["name"] is None else f' \u00b7 <span class="wb-name">{esc(info["name"])}</span>'
         rows = []
         if info["label"] is not None:
             rows.append(f'<tr><th>label</th><td class="wb-label">{esc(info["label"])}</td></tr>')
@@ -470,7 +470,7 @@ class DatasetViewer(Viewer):
             concepts = f'<div class="wb-section">Concepts present ({len(chips)})</div>{body}'
         return (
             f'<div class="wb-detail-info" data-index="{info["index"]}">'
-            f'<div class="wb-detail-title">Image #{info["index"]}{name}</div>{table}{concepts}</div>'
+            f'<div class="wb-detail-title">Image #{info["index"]}{called}</div>{table}{concepts}</div>'
         )
 
     # ------------------------------------------------------------------ callbacks
