@@ -143,6 +143,24 @@ def attribution_viewer_server(tmp_path_factory) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="session")
+def attribution_viewer_unsure_server(tmp_path_factory) -> Iterator[dict]:
+    """The same app with its model's logits divided by 30 (WB_APP_TEMPERATURE): a model as unsure of itself
+    as a 1000-class model on a photo, whose deletion / insertion scores stay near 1 / 5 classes."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("panel_serve_unsure") / "panel_serve.log"
+    app = APPS / "attribution_viewer_app.py"
+    cmd = [
+        sys.executable, "-m", "panel", "serve", str(app),
+        "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/{app.stem}"
+    env = {"WB_APP_N": "6", "WB_APP_SEED": "0", "WB_APP_TEMPERATURE": "30"}
+    proc = start_server(cmd, url, log, env=env)
+    yield {"url": url, "n": 6, "seed": 0, "log": log}
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
 def chromium() -> Iterator[object]:
     """Headless /usr/bin/chromium through Playwright's sync API, with a fresh user-data-dir."""
     if not CHROMIUM.exists():
