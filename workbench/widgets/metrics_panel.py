@@ -249,18 +249,26 @@ def scaled_curves(c: Curves, kind: str, axis: str = "data") -> np.ndarray:
     return c.curve / np.where(clean != 0, clean, 1.0)[:, None]
 
 
+def _nice_step(x: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= ``x`` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(x))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= x * (1 - 1e-9))
+
+
 def _y_range(values: list[np.ndarray], axis: str = "data") -> tuple[float, float]:
     """The y range of one plot: ``"fixed"`` keeps [0, 1] for probabilities (so plots compare, but a
     low-confidence model's curves lie flat along the bottom); ``"data"`` and ``"relative"`` fit the
-    plotted values, padded by 5 % (not below 0 when every value is >= 0)."""
+    plotted curves: their range widened to multiples of a round step (a quarter of the range or
+    more), so the ticks read as round numbers and the curves fill at least two thirds of the plot."""
     lo = min(float(v.min()) for v in values)
     hi = max(float(v.max()) for v in values)
     if axis == "fixed" and lo >= 0 and hi <= 1:
         return 0.0, 1.0
-    if hi - lo < 1e-12:
-        return (max(0.0, lo - 0.5) if lo >= 0 else lo - 0.5), hi + 0.5
-    pad = 0.05 * (hi - lo)
-    return (max(0.0, lo - pad) if lo >= 0 else lo - pad), hi + pad
+    if hi - lo <= 1e-6 * max(abs(lo), abs(hi)):  # flat (up to float noise): half its value either side
+        half = 0.5 * abs(hi) or 0.5
+        lo, hi = lo - half, hi + half
+    step = _nice_step((hi - lo) / 4)
+    return round(math.floor(lo / step + 1e-9) * step, 12), round(math.ceil(hi / step - 1e-9) * step, 12)
 
 
 def _points(x: np.ndarray, y: np.ndarray, ylim: tuple[float, float]) -> list[tuple[float, float]]:
@@ -393,8 +401,9 @@ def curves_html(
                     {"method": m, "color": colors[m], "x": c.fractions, "y": y, "auc": auc, "band": band}
                 )
             # the plotted values (the mean's band too) set the axis of this plot
-            bands = [(s["y"], 0 if s["band"] is None else s["band"]) for s in series]
-            ylim = _y_range([v for y, b in bands for v in (y - b, y + b)], axis)
+            ylim = _y_range(
+                [s["y"] for s in series], axis
+            )  # the curves set the axis; bands are clipped to it
             title = esc(kind.capitalize())
             caption = (
                 f"{title} \u00b7 image #{index}" if scope == "image" else f"{title} \u00b7 mean of {n} images"
