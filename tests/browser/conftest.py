@@ -58,7 +58,11 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> No
                 f"server exited with code {proc.returncode} before answering {url}:\n{log.read_text()[-4000:]}"
             )
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
+            # A panel app builds its page on the first request (the AtomBrowser app trains two SAEs: ~20 s,
+            # minutes on a loaded machine): wait for that answer, since every timed-out poll starts
+            # another session that the server builds too.
+            wait = max(5.0, min(240.0, deadline - time.monotonic()))
+            with urllib.request.urlopen(url, timeout=wait) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:

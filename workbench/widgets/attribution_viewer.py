@@ -138,13 +138,14 @@ class AttributionViewer(Viewer):
         a "<kind> AUC" column to the table. See also :attr:`curves`.
     **params
         Initial values of the parameters: ``methods``, ``cmap``, ``opacity``, ``upsampling``,
-        ``fade``, ``selected``, ``show_mask``.
+        ``fade``, ``selected``, ``show_mask``, ``curve_axis``.
 
     Attributes
     ----------
-    selected, page, methods, cmap, opacity, upsampling, fade, show_mask, selected_method
+    selected, page, methods, cmap, opacity, upsampling, fade, show_mask, selected_method, curve_axis
         The state (``param`` parameters, watchable); widgets and clicks change them, and so can code.
-        ``selected_method`` (None or a method) is the method highlighted in the metrics panel.
+        ``selected_method`` (None or a method) is highlighted in the metrics panel; ``curve_axis``: see
+        :func:`~workbench.widgets.metrics_panel.curves_html` ("data", the default, reads an unsure model).
     """
 
     selected = param.Integer(default=0, bounds=(0, None), doc="Index of the image in the detail view.")

@@ -43,6 +43,7 @@ def check_index(index: Any, n: int) -> int:
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
+    """``x`` (tensor, array or list) as a NumPy array; a clear error naming ``name`` otherwise."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     try:
@@ -52,6 +53,7 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
 
 
 def check_class_indices(x: Any, name: str, n: int) -> np.ndarray:
+    """(N,) non-negative integer class indices (int64); whole floats are accepted, logits are not."""
     arr = to_numpy(x, name)
     if arr.ndim == 2 and arr.shape[0] == n:
         raise ValueError(
@@ -75,6 +77,7 @@ def check_class_indices(x: Any, name: str, n: int) -> np.ndarray:
 
 
 def check_bool_array(x: Any, name: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A bool array of ``shape`` (0/1 numbers are accepted); ``what`` names the axes in errors."""
     arr = to_numpy(x, name)
     if arr.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} ({what}), got shape {arr.shape}")
@@ -86,6 +89,7 @@ def check_bool_array(x: Any, name: str, shape: tuple[int, ...], what: str) -> np
 
 
 def check_names(names: Sequence[str] | None, count: int, name: str, default: str) -> list[str]:
+    """At least ``count`` names as strings; None gives ``default`` + "0", "1", ..."""
     if names is None:
         return [f"{default}{i}" for i in range(count)]
     if isinstance(names, str):
@@ -97,6 +101,7 @@ def check_names(names: Sequence[str] | None, count: int, name: str, default: str
 
 
 def as_tensor(x: Any, name: str, what: str) -> torch.Tensor:
+    """``x`` as a tensor (NumPy arrays converted without a copy); ``what`` is the expected shape."""
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, np.ndarray):
