@@ -14,15 +14,8 @@ pn = pytest.importorskip("panel", reason="the widgets need the ui extra (panel)"
 
 from workbench.data.planted import planted_shapes  # noqa: E402
 from workbench.widgets import AttributionViewer  # noqa: E402
-from workbench.widgets._common import (  # noqa: E402
-    COLORMAPS,
-    colorize,
-    colormap_lut,
-    contour_layer,
-    map_overlay,
-    map_range,
-    map_strength,
-)
+from workbench.widgets.colormaps import COLORMAPS, colorize, colormap_lut, map_range, map_strength  # noqa: E402
+from workbench.widgets.images import contour_layer, map_overlay  # noqa: E402
 
 N = 12
 
@@ -363,3 +356,46 @@ def test_colormaps_and_overlays():
         "transparent away from the edge"
     )
     assert layer[4, 5].tolist() == [255, 255, 255, 255] and layer[3, 5].tolist() == [0, 0, 0, 255]
+
+
+# ---------------------------------------------------------------- names, layout, numpy inputs
+
+
+def test_names_show_in_captions_and_detail(data, maps):
+    names = np.array([f"photo_{i:02d}" for i in range(N)])  # a NumPy array of names works like a list
+    v = viewer_of(data, maps, names=names)
+    row = v._grid.rows[3]
+    label = data.class_names[int(data.labels[3])]
+    assert row["caption"] == f"photo_03 {label}" and row["alt"].startswith(
+        f"Image 3 (photo_03): label {label}"
+    )
+    v.select(5)
+    assert "Image #5 \u00b7 photo_05" in v._detail_info.object
+    plain = viewer_of(data, maps)
+    assert plain._grid.rows[3]["caption"] == f"#3 {label}" and plain.names is None
+    for bad, match in (("abc", "expected a list of 12 image names"), (["a"] * 3, "expected 12 names")):
+        with pytest.raises(ValueError, match=match):
+            viewer_of(data, maps, names=bad)
+
+
+def test_detail_sits_beside_the_grid_when_there_is_room(data, maps):
+    """The detail pane grows into the room beside the grid (flex) down to a minimum width, then wraps below;
+    the minimum holds the image and one map side by side (or the curves), the maximum every map on a line."""
+    v = viewer_of(data, maps)
+    styles = v._detail.styles
+    assert styles["flex"] == f"1 1 {styles['min-width']}"
+    lo, hi = (int(styles[k].removesuffix("px")) for k in ("min-width", "max-width"))
+    cell = 200 + 14  # detail_size + gaps
+    assert lo == 2 * cell + 4 + 24 and hi == 4 * cell + 4 + 24  # image + 3 methods on one line
+    assert v._detail.sizing_mode == "stretch_width" and v._detail_view.sizing_mode == "stretch_width"
+    v.methods = ["mask"]
+    assert v._detail.styles["max-width"] == f"{2 * cell + 4 + 24}px"
+
+
+def test_numpy_inputs_equal_tensor_inputs(data, maps):
+    as_np = {k: m.numpy() for k, m in maps.items()}
+    a = AttributionViewer(
+        data.images.numpy(), as_np, masks=data.object_masks.numpy(), labels=data.labels.numpy()
+    )
+    b = AttributionViewer(data.images, maps, masks=data.object_masks, labels=data.labels)
+    assert a._grid.rows == b._grid.rows and a._detail_view.rows == b._detail_view.rows

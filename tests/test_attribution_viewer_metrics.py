@@ -15,7 +15,7 @@ pn = pytest.importorskip("panel", reason="the widgets need the ui extra (panel)"
 from workbench.data.planted import planted_shapes  # noqa: E402
 from workbench.metrics.causal_fidelity import CausalFidelity, deletion, insertion  # noqa: E402
 from workbench.widgets import AttributionViewer  # noqa: E402
-from workbench.widgets.metrics_panel import Curves, trapezoid_auc  # noqa: E402
+from workbench.widgets.metrics_panel import Curves  # noqa: E402
 
 N, P = 6, 11
 
@@ -49,8 +49,9 @@ def stand_in(speed: float) -> dict:
     f = torch.linspace(0, 1, P)
     dele = falling(speed=speed)
     ins = 1 - dele.flip(1)
-    auc = (dele[:, 1:] + dele[:, :-1]).sum(1) / (2 * (P - 1))
-    return {"deletion": CausalFidelity(auc=auc, curve=dele, fractions=f), "insertion": (f, ins)}
+    auc = (dele[:, 1:] + dele[:, :-1]).sum(1) / (2 * (P - 1))  # what deletion() computes
+    auc_ins = (ins[:, 1:] + ins[:, :-1]).sum(1) / (2 * (P - 1))
+    return {"deletion": CausalFidelity(auc=auc, curve=dele, fractions=f), "insertion": (f, ins, auc_ins)}
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +67,35 @@ def polylines(html: str) -> list[dict[str, str]]:
     return [dict(re.findall(r'([\w-]+)="([^"]*)"', m)) for m in re.findall(r"<polyline ([^>]*)>", html)]
 
 
+def figure(html: str, kind: str, scope: str) -> str:
+    return html.split(f'<figure class="wb-plot" data-kind="{kind}" data-scope="{scope}"')[1].split(
+        "</figure>"
+    )[0]
+
+
+def ylim(html: str, kind: str, scope: str) -> tuple[float, float]:
+    lo, hi = re.match(r' data-ylim="([^"]+)"', figure(html, kind, scope)).group(1).split(",")
+    return float(lo), float(hi)
+
+
 def test_curves_are_validated_and_stored(data, maps, curves):
     v = viewer_of(data, maps, curves=curves)
     c = v.curves["mask"]["deletion"]
     assert isinstance(c, Curves) and c.curve.shape == (N, P) and c.fractions.shape == (P,)
     np.testing.assert_allclose(c.auc, curves["mask"]["deletion"].auc.numpy(), rtol=1e-6)  # given AUC kept
-    ins = v.curves["mask"]["insertion"]  # a tuple: AUC by the trapezoid rule, as deletion() computes it
-    want = (ins.curve[:, 1:] + ins.curve[:, :-1]).sum(1) / (2 * (P - 1))
-    np.testing.assert_allclose(ins.auc, want, rtol=1e-6)
+    np.testing.assert_allclose(v.curves["mask"]["insertion"].auc, curves["mask"]["insertion"][2].numpy())
     np.testing.assert_allclose(c.mean, c.curve.mean(0))
     assert c.sem.shape == (P,) and (c.sem >= 0).all()
-    # x rescaled to [0, 1] whatever the last fraction (max_fraction < 1)
-    np.testing.assert_allclose(trapezoid_auc(np.array([0, 0.25, 0.5]), np.array([[1.0, 0.5, 0.0]])), [0.5])
+    # a tuple without an AUC: the panel computes none (the one AUC is the metric's, CausalFidelity.auc)
+    bare = {"mask": {"deletion": curves["mask"]["deletion"], "insertion": curves["mask"]["insertion"][:2]}}
+    v = viewer_of(data, maps, curves=bare)
+    assert v.curves["mask"]["insertion"].auc is None
+    html = v._metrics_pane.object
+    assert "insertion AUC" not in html and "deletion AUC" in html, (
+        "an AUC column only for kinds that have one"
+    )
+    ins_fig = html[html.index('data-kind="insertion"') :]
+    assert "AUC 0" not in ins_fig.split("</figure>")[0].split("wb-legend")[1]
 
 
 def test_real_deletion_and_insertion_results_are_accepted(data, maps):
@@ -161,7 +179,7 @@ def test_curves_for_selected_image_and_mean(data, maps, curves):
         (k, s) for k in ("deletion", "insertion") for s in ("image", "mean")
     }
     assert all(p["class"] == "wb-curve" and p["stroke-opacity"] == "0.9" for p in lines), "none highlighted"
-    # the points are the curve itself: x = fraction, y = score on a [0, 1] axis (probabilities)
+    # the points are the curve itself: x = fraction, y = score on the plot's axis (data-ylim: fit to the data)
     (mask_img,) = [
         p
         for p in lines
@@ -171,24 +189,28 @@ def test_curves_for_selected_image_and_mean(data, maps, curves):
     assert xy.shape == (P, 2)
     x0, x1, y0, y1 = 34, 250 - 8, 8, 150 - 30  # plot area of metrics_panel
     np.testing.assert_allclose((xy[:, 0] - x0) / (x1 - x0), np.linspace(0, 1, P), atol=0.01)
-    np.testing.assert_allclose((y1 - xy[:, 1]) / (y1 - y0), v.curves["mask"]["deletion"].curve[4], atol=0.01)
+    lo, hi = ylim(html, "deletion", "image")
+    np.testing.assert_allclose(
+        lo + (y1 - xy[:, 1]) / (y1 - y0) * (hi - lo),
+        v.curves["mask"]["deletion"].curve[4],
+        atol=0.01 * (hi - lo),
+    )  # 0.01 of the axis: the points are rounded to 0.1 px of a 112 px axis
     (mask_mean,) = [
         p
         for p in lines
         if p["data-method"] == "mask" and p["data-kind"] == "deletion" and p["data-scope"] == "mean"
     ]
     ym = np.array([float(pt.split(",")[1]) for pt in mask_mean["points"].split()])
-    np.testing.assert_allclose((y1 - ym) / (y1 - y0), v.curves["mask"]["deletion"].mean, atol=0.01)
+    lo, hi = ylim(html, "deletion", "mean")
+    np.testing.assert_allclose(
+        lo + (y1 - ym) / (y1 - y0) * (hi - lo), v.curves["mask"]["deletion"].mean, atol=0.01
+    )
     # each plot's legend gives each method's AUC: for the image, and the mean AUC for the mean plot
     auc = v.curves["signed"]["insertion"].auc
-    fig = html.split('<figure class="wb-plot" data-kind="insertion" data-scope="image">')[1].split(
-        "</figure>"
-    )[0]
+    fig = figure(html, "insertion", "image")
     assert "Insertion \u00b7 image #4" in fig and "AUC: higher is better" in fig
     assert f"AUC {float(f'{auc[4]:.3g}'):g}</span>" in fig
-    fig = html.split('<figure class="wb-plot" data-kind="deletion" data-scope="mean">')[1].split("</figure>")[
-        0
-    ]
+    fig = figure(html, "deletion", "mean")
     assert f"mean of {N} images" in fig and "AUC: lower is better" in fig
     mean_auc = v.curves["signed"]["deletion"].auc.mean()
     assert f"AUC {float(f'{mean_auc:.3g}'):g}</span>" in fig
@@ -253,4 +275,64 @@ def test_backward_compatible_without_curves(data, maps):
     assert v._grid.pickable and "wb-curves" not in v._metrics_pane.object
     # the panel asks for room for two plots even with a single method shown
     one = viewer_of(data, {"mask": maps["mask"]}, curves={"mask": stand_in(2.0)})
-    assert one._detail.width >= 2 * 250 + 16
+    assert int(one._detail.styles["min-width"].removesuffix("px")) >= 2 * 250 + 16
+
+
+def test_curve_axis_fits_a_low_confidence_model(data, maps):
+    """Scores of 0.001-0.02 (a 1000-class model unsure of itself) lie flat on a fixed [0, 1] axis; the default
+    axis fits them, and "relative" divides each curve by its clean score (deletion: its first point)."""
+    f = torch.linspace(0, 1, P)
+    low = 0.02 * falling()  # image 0 falls from 0.02 to 0.02 * exp(-3) ~ 0.001
+    v = viewer_of(data, maps, curves={"mask": {"deletion": (f, low), "insertion": (f, low.flip(1))}})
+    y0, y1 = 8, 150 - 30  # plot area of metrics_panel
+
+    def heights(html: str, scope: str = "image") -> np.ndarray:
+        (line,) = [p for p in polylines(html) if p["data-kind"] == "deletion" and p["data-scope"] == scope]
+        return np.array([(y1 - float(pt.split(",")[1])) / (y1 - y0) for pt in line["points"].split()])
+
+    assert v.curve_axis == "data"
+    h = heights(v._metrics_pane.object)  # fraction of the plot's height
+    assert h.max() - h.min() > 2 / 3, "the curve fills at least two thirds of the plot"
+    lo, hi = ylim(v._metrics_pane.object, "deletion", "image")
+    assert lo <= float(low[0].min()) and hi >= float(low[0].max())
+    assert (lo, hi) == (0.0, 0.02), "widened to round numbers: 0.001-0.02 in steps of 0.005"
+
+    v.curve_axis = "fixed"
+    h = heights(v._metrics_pane.object)
+    assert h.max() < 0.025 and ylim(v._metrics_pane.object, "deletion", "image") == (0.0, 1.0), (
+        "flat at the bottom"
+    )
+
+    v.curve_axis = "relative"
+    html = v._metrics_pane.object
+    assert 'data-axis="relative"' in html and "score \u00f7 clean score" in html
+    lo, hi = ylim(html, "deletion", "image")
+    want = (low[0] / low[0, 0]).numpy()
+    np.testing.assert_allclose(lo + heights(html) * (hi - lo), want, atol=0.01 * (hi - lo))
+    assert want[0] == 1.0 and lo <= want.min() and hi >= 1.0
+    # the mean plot: the mean of the relative curves (every image starts at 1)
+    mean = heights(html, "mean")
+    lo, hi = ylim(html, "deletion", "mean")
+    assert lo + mean[0] * (hi - lo) == pytest.approx(1.0, abs=0.01 * (hi - lo))
+    # the AUC shown is never rescaled: none was given, none is shown
+    assert "AUC 0" not in html and v.curves["mask"]["deletion"].auc is None
+    with pytest.raises(ValueError):
+        v.curve_axis = "log"
+
+
+@pytest.mark.parametrize(
+    "values, want",
+    [
+        ((0.0, 1.0), (0.0, 1.0)),  # probabilities that span [0, 1] keep it
+        ((0.151, 0.343), (0.15, 0.35)),  # step 0.05 (>= a quarter of 0.192)
+        ((0.549, 1.24), (0.4, 1.4)),  # step 0.2
+        ((0.2, 0.2), (0.1, 0.3)),  # a flat curve: half its value either side
+    ],
+)
+def test_data_axis_is_round_and_tight(values, want):
+    from workbench.widgets.metrics_panel import _y_range
+
+    got = _y_range([np.array(values)], "data")
+    assert got == pytest.approx(want, abs=1e-12)  # exact up to float rounding of the step multiples
+    lo, hi = min(values), max(values)
+    assert got[0] <= lo and got[1] >= hi and (hi == lo or (hi - lo) / (got[1] - got[0]) >= 2 / 3)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +15,9 @@ from torch import nn
 pn = pytest.importorskip("panel", reason="the widgets need the ui extra (panel)")
 
 from workbench.data.planted import planted_shapes  # noqa: E402
+from workbench.models.scoring import predict  # noqa: E402
 from workbench.widgets import DatasetViewer  # noqa: E402
-from workbench.widgets._common import (  # noqa: E402
+from workbench.widgets.images import (  # noqa: E402
     contour_overlay,
     mask_contour,
     png_bytes,
@@ -22,7 +26,6 @@ from workbench.widgets._common import (  # noqa: E402
     to_rgb_uint8,
     to_rgba,
 )
-from workbench.widgets.dataset_viewer import predict  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +213,7 @@ def test_minimal_inputs():
     v = DatasetViewer(images)
     assert v.item(2) == {
         "index": 2,
+        "name": None,
         "label": None,
         "prediction": None,
         "confidence": None,
@@ -406,3 +410,81 @@ def test_instances_do_not_share_parameter_state():
     assert a.param.selected.bounds == (0, 2) and b.param.selected.bounds == (0, 4)
     b.select(4)
     assert a.selected == 0
+
+
+# ---------------------------------------------------------------- assets (JS / CSS shipped as package data)
+
+WIDGETS_DIR = Path(__file__).resolve().parents[1] / "workbench" / "widgets"
+
+
+def test_every_asset_named_in_the_code_exists_and_every_file_is_used():
+    from workbench.widgets.html import asset
+
+    named = set()
+    for src in WIDGETS_DIR.glob("*.py"):
+        named |= set(re.findall(r'asset\("([^"]+)"\)', src.read_text()))
+    files = {p.name for p in (WIDGETS_DIR / "assets").iterdir() if p.suffix in (".js", ".css")}
+    assert named == files, f"named but missing: {named - files}; shipped but unused: {files - named}"
+    for name in named:
+        assert asset(name).strip(), name
+    assert "export function render" in asset("map_grid.js")
+    with pytest.raises(FileNotFoundError, match="nope.js"):
+        asset("nope.js")
+    # no widget keeps its browser code inline any more
+    for src in WIDGETS_DIR.glob("*.py"):
+        assert "export function render" not in src.read_text(), src.name
+
+
+@pytest.mark.slow  # builds a wheel (about 10 s)
+def test_installed_package_finds_its_assets(tmp_path):
+    """A wheel of the project carries the assets, and the installed package (not the source tree) reads them."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root, src = WIDGETS_DIR.parents[1], tmp_path / "src"  # a copy: the build writes build/ and egg-info
+    shutil.copytree(root / "workbench", src / "workbench", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    wheel = next(tmp_path.glob("*.whl"))
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = {n.rsplit("/", 1)[-1] for n in zf.namelist() if n.startswith("workbench/widgets/assets/")}
+        zf.extractall(site)
+    assert shipped == {p.name for p in (WIDGETS_DIR / "assets").iterdir() if p.suffix in (".js", ".css")}
+    code = (
+        "import workbench, pathlib, sys; from workbench.widgets.html import asset\n"
+        "assert pathlib.Path(workbench.__file__).is_relative_to(sys.argv[1]), workbench.__file__\n"
+        "print(len(asset('map_grid.js')) > 1000, len(asset('metrics_panel.css')) > 100)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(site)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "True"]
+
+
+def test_names_show_in_thumbnails_and_detail(data):
+    names = [f"img_{i:03d}" for i in range(len(data))]
+    v = viewer_of(data, names=names, max_items=8)
+    first = v._grid.items[0]
+    label = data.class_names[int(data.labels[0])]
+    assert first["label"] == f"img_000 {label}" and first["alt"].startswith(
+        f"Image 0 (img_000): label {label}"
+    )
+    assert v.item(4)["name"] == "img_004"
+    v.select(4)
+    assert 'Image #4 \u00b7 <span class="wb-name">img_004</span>' in v._detail_info.object
+    with pytest.raises(ValueError, match="expected 64 names"):
+        viewer_of(data, names=names[:10])

@@ -58,7 +58,11 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> No
                 f"server exited with code {proc.returncode} before answering {url}:\n{log.read_text()[-4000:]}"
             )
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
+            # A panel app builds its page on the first request (the AtomBrowser app trains two SAEs: ~20 s,
+            # minutes on a loaded machine): wait for that answer, since every timed-out poll starts
+            # another session that the server builds too.
+            wait = max(5.0, min(240.0, deadline - time.monotonic()))
+            with urllib.request.urlopen(url, timeout=wait) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
@@ -139,6 +143,24 @@ def attribution_viewer_server(tmp_path_factory) -> Iterator[dict]:
     n, seed = 6, 0
     proc = start_server(cmd, url, log, env={"WB_APP_N": str(n), "WB_APP_SEED": str(seed)})
     yield {"url": url, "n": n, "seed": seed, "log": log}
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def attribution_viewer_unsure_server(tmp_path_factory) -> Iterator[dict]:
+    """The same app with its model's logits divided by 30 (WB_APP_TEMPERATURE): a model as unsure of itself
+    as a 1000-class model on a photo, whose deletion / insertion scores stay near 1 / 5 classes."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("panel_serve_unsure") / "panel_serve.log"
+    app = APPS / "attribution_viewer_app.py"
+    cmd = [
+        sys.executable, "-m", "panel", "serve", str(app),
+        "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/{app.stem}"
+    env = {"WB_APP_N": "6", "WB_APP_SEED": "0", "WB_APP_TEMPERATURE": "30"}
+    proc = start_server(cmd, url, log, env=env)
+    yield {"url": url, "n": 6, "seed": 0, "log": log}
     stop(proc)
 
 

@@ -4,11 +4,11 @@ Importing it loads Panel's JavaScript inline, once (no CDN): see :func:`ensure_e
 Widgets receive results (images, predictions, maps, concepts); they never train or explain by themselves.
 """
 
-from workbench.widgets._common import ensure_extension
 from workbench.widgets.atom_browser import AtomBrowser
 from workbench.widgets.attribution_viewer import AttributionViewer
 from workbench.widgets.blindspot_comparer import BlindspotComparer
 from workbench.widgets.dataset_viewer import DatasetViewer
+from workbench.widgets.html import ensure_extension
 from workbench.widgets.metrics_board import MetricsBoard
 
 ensure_extension()

@@ -37,58 +37,12 @@ from workbench._core.validation import check_images, check_int
 from workbench.data.activation_rows import ActivationRows
 from workbench.sae.atom_statistics import AtomStats, atom_stats
 from workbench.sae.base import encode_rows
-from workbench.widgets._common import (
-    check_atom,
-    crop_box,
-    crop_tile,
-    ensure_extension,
-    heat_tile,
-    paging_controls,
-    svg_histogram,
-    token_map,
-    widget_kwargs,
-)
-from workbench.widgets.metrics_panel import ActionHTML, fmt
+from workbench.widgets.checks import check_atom
+from workbench.widgets.html import ActionHTML, asset, ensure_extension, fmt, svg_histogram, widget_kwargs
+from workbench.widgets.images import crop_box, crop_tile, heat_tile, token_map
+from workbench.widgets.paging import paging_controls
 
-_FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif'
-CSS = f"""
-:host {{ --wb-accent: #1565c0; --wb-muted: #5f6368; }}
-.wb-sae {{ font-family: {_FONT}; font-size: 12px; color: #202124; }}
-.wb-sae .wb-title {{ font-weight: 600; font-size: 15px; margin-right: 10px; }}
-.wb-sae .wb-muted {{ color: var(--wb-muted); }}
-.wb-sae .wb-section {{ font-weight: 600; font-size: 13px; margin: 10px 0 4px 0; }}
-.wb-sae .wb-section .wb-hint {{ font-weight: 400; color: #80868b; font-size: 11px; margin-left: 6px; }}
-.wb-cards {{ display: grid; grid-template-columns: repeat(var(--wb-cols, 4), 104px); gap: 6px; }}
-.wb-card {{ border: 2px solid #e8eaed; border-radius: 6px; padding: 3px; cursor: pointer; background: #fff;
-  display: flex; flex-direction: column; align-items: center; gap: 2px; font-variant-numeric: tabular-nums; }}
-.wb-card:hover {{ border-color: #d2e3fc; background: #f8fbff; }}
-.wb-card.wb-selected {{ border-color: var(--wb-accent); background: #e8f0fe; }}
-.wb-card .wb-id {{ font-weight: 600; }}
-.wb-card .wb-sub {{ color: var(--wb-muted); font-size: 11px; white-space: nowrap; }}
-.wb-card img {{ border-radius: 3px; }}
-.wb-dead {{ width: 64px; height: 64px; display: flex; align-items: center; justify-content: center;
-  background: #f1f3f4; color: #9aa0a6; border-radius: 3px; font-size: 11px; }}
-.wb-examples {{ display: flex; flex-wrap: wrap; gap: 8px; }}
-.wb-ex {{ display: flex; flex-direction: column; align-items: center; gap: 2px; }}
-.wb-ex .wb-pair {{ display: flex; gap: 2px; }}
-.wb-ex .wb-cap {{ font-size: 11px; color: var(--wb-muted); white-space: nowrap; font-variant-numeric: tabular-nums; }}
-.wb-cols {{ display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: flex-start; }}
-.wb-sae table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
-.wb-sae th, .wb-sae td {{ padding: 2px 8px; border-bottom: 1px solid #e8eaed; text-align: right; white-space: nowrap; }}
-.wb-sae th {{ font-weight: 500; color: var(--wb-muted); }}
-.wb-sae td.wb-name, .wb-sae th.wb-name {{ text-align: left; }}
-.wb-sae tr[data-action] {{ cursor: pointer; }}
-.wb-sae tr[data-action]:hover {{ background: #f8fbff; }}
-.wb-sae tr.wb-on {{ background: #e8f0fe; }}
-.wb-bar {{ display: inline-block; height: 8px; border-radius: 2px; vertical-align: 0; margin-left: 6px; }}
-.wb-chips {{ display: flex; flex-wrap: wrap; gap: 4px; max-width: 300px; }}
-.wb-chip {{ border: 1px solid #dadce0; border-radius: 10px; padding: 1px 7px; cursor: pointer; white-space: nowrap;
-  font-variant-numeric: tabular-nums; background: #fff; }}
-.wb-chip:hover {{ border-color: var(--wb-accent); color: var(--wb-accent); }}
-.wb-hist text {{ font-family: {_FONT}; font-size: 10px; fill: #5f6368; }}
-.wb-sae [data-action]:focus-visible {{ outline: 2px solid var(--wb-accent); outline-offset: 1px; }}
-.wb-pageinfo {{ font-family: {_FONT}; font-size: 13px; color: var(--wb-muted); white-space: nowrap; line-height: 30px; }}
-"""
+CSS = asset("atom_browser.css")
 _DOT = " \u00b7 "
 _CACHE = 256
 
@@ -565,7 +519,7 @@ class AtomBrowser(Viewer):
             )
 
     def _build(self) -> None:
-        from workbench.widgets._common import LiveHTML
+        from workbench.widgets.html import LiveHTML
 
         self._grid = ActionHTML(object="", stylesheets=[CSS], margin=(5, 5), css_classes=["wb-atom-grid-pane"],
                                 width=self.columns * 110 + 10)  # fmt: skip

@@ -9,13 +9,10 @@ optional metrics panel: a table of metrics per method and their deletion / inser
 its curves (``selected_method``).
 
 How it renders (the same in JupyterLab, under ``panel serve`` and in Playwright): the grid and the
-detail view are each one small :class:`panel.custom.JSComponent` (:class:`MapGrid`). Python sends
-each image once as a PNG and each map as its raw float32 values (base64, at most ``payload_size``
-pixels a side: larger maps are sent as block means), with the colour range of the map and the
-colormap as a 256-colour lookup table. The browser colours the values into a ``<canvas>`` stacked
-over the image, so opacity and colormap changes only send a number or a table, and the value under
-the mouse is read from the same array that is drawn. Clicking a row sets the component's
-``selected`` parameter, which the viewer watches.
+detail view are each one :class:`~workbench.widgets.map_grid.MapGrid`, fed by
+:class:`~workbench.widgets.map_payloads.MapPayloads` (maps as raw float32 values, at most
+``payload_size`` a side, coloured in the browser); clicking a row sets the grid's ``selected``.
+On a wide screen the detail view sits beside the grid, on a narrow one below it.
 
 Colour scale: each map is normalised on its own ("per map"). A method whose maps have any negative
 value is *signed*: its maps are shown on ``[-s, s]`` with ``s`` the ``clip_percentile``-th
@@ -29,10 +26,8 @@ the image shows through wherever the map is near 0.
 
 from __future__ import annotations
 
-import base64
 import html
 import math
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,28 +35,36 @@ import numpy as np
 import panel as pn
 import param
 import torch
-import torch.nn.functional as F
 from panel.viewable import Viewer
 
-from workbench._core.validation import check_images
-from workbench.widgets._common import (
-    COLORMAPS,
-    LiveHTML,
+from workbench.models.scoring import predict
+from workbench.widgets.checks import (
+    as_images,
+    check_bool_array,
+    check_class_indices,
+    check_class_names,
+    check_image_names,
     check_index,
-    colormap_lut,
-    contour_layer,
+    check_maps,
+    check_sizes,
+)
+from workbench.widgets.colormaps import COLORMAPS, colormap_lut
+from workbench.widgets.html import (
+    ActionHTML,
+    LiveHTML,
+    asset,
     ensure_extension,
-    map_overlay,
-    map_range,
-    paging_controls,
-    png_data_uri,
+    header_html,
+    image_captions,
+    prediction_html,
     widget_kwargs,
 )
-from workbench.widgets.dataset_viewer import _check_bool_matrix, _check_index_vector, _names, predict
+from workbench.widgets.images import map_overlay
 from workbench.widgets.map_grid import MapGrid
+from workbench.widgets.map_payloads import MapPayloads
 from workbench.widgets.metrics_panel import (
+    CURVE_AXES,
     METRICS_CSS,
-    ActionHTML,
     Curves,
     check_curves,
     check_metrics,
@@ -70,89 +73,14 @@ from workbench.widgets.metrics_panel import (
     metrics_html,
     plots_width,
 )
+from workbench.widgets.paging import paging_controls
 
 AUTO = "auto"
 UPSAMPLING = ("nearest", "bilinear")
-_CACHE_SIZE = 2048
 _SIGNED_DEFAULT, _UNSIGNED_DEFAULT = "RdBu_r", "inferno"
 _SEP = " \u00b7 "
 
-_CSS = """
-:host { --wb-ok: #1b7f3b; --wb-bad: #c62828; --wb-accent: #1565c0; --wb-muted: #5f6368; }
-.wb-header { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px; color: #202124; }
-.wb-header .wb-title { font-weight: 600; font-size: 15px; margin-right: 10px; }
-.wb-header .wb-summary { color: var(--wb-muted); }
-.wb-header .wb-hint { color: #80868b; }
-.wb-label .wb-value { color: #202124; font-variant-numeric: tabular-nums; display: inline-block; min-width: 30px; }
-.wb-pageinfo, .wb-label { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px;
-  color: var(--wb-muted); white-space: nowrap; line-height: 30px; }
-.wb-detail-info { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px; color: #202124; }
-.wb-detail-info .wb-detail-title { font-weight: 600; font-size: 15px; margin-right: 10px; }
-.wb-detail-info .wb-facts { color: var(--wb-muted); }
-.wb-detail-info .wb-ok { color: var(--wb-ok); font-weight: 600; }
-.wb-detail-info .wb-bad { color: var(--wb-bad); font-weight: 600; }
-"""
-
-
-def _as_tensor(x: Any, name: str, what: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, np.ndarray):
-        try:
-            return torch.from_numpy(x)
-        except TypeError as err:
-            raise ValueError(f"{name}: could not convert the array of dtype {x.dtype} to a tensor") from err
-    raise ValueError(f"{name}: expected a torch.Tensor of shape {what}, got {type(x).__name__}")
-
-
-def _check_maps(
-    maps_by_method: Any, n: int, image_hw: tuple[int, int]
-) -> tuple[OrderedDict[str, torch.Tensor], dict[str, bool]]:
-    """Validate ``maps_by_method``: a non-empty dict name -> (N, h, w) finite float maps."""
-    if not isinstance(maps_by_method, Mapping):
-        raise ValueError(
-            "maps_by_method: expected a dict {method name: maps of shape (N, H, W)}, got"
-            f" {type(maps_by_method).__name__}"
-        )
-    if not maps_by_method:
-        raise ValueError("maps_by_method: expected at least one method, got an empty dict")
-    maps: OrderedDict[str, torch.Tensor] = OrderedDict()
-    signed: dict[str, bool] = {}
-    H, W = image_hw
-    for key, value in maps_by_method.items():
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"maps_by_method: method names must be non-empty strings, got {key!r}")
-        name = f"maps_by_method[{key!r}]"
-        m = _as_tensor(value, name, f"({n}, H, W)")
-        if m.ndim == 4 and m.shape[1] == 1:
-            m = m[:, 0]
-        if m.ndim != 3:
-            hint = " (one map? add a batch dimension with m[None])" if m.ndim == 2 else ""
-            raise ValueError(f"{name}: expected shape ({n}, H, W), got {tuple(m.shape)}{hint}")
-        if m.shape[0] != n:
-            raise ValueError(
-                f"{name}: expected {n} maps (one per image), got shape {tuple(m.shape)}; maps must be (N, H, W)"
-            )
-        h, w = int(m.shape[1]), int(m.shape[2])
-        if h < 1 or w < 1:
-            raise ValueError(f"{name}: got an empty map, shape {tuple(m.shape)}")
-        if h * W != w * H:
-            raise ValueError(
-                f"{name}: maps of shape {(h, w)} do not have the aspect ratio of the {(H, W)} images;"
-                " expected (H, W) or a coarser grid such as (8, 8) for square images"
-            )
-        if m.is_complex():
-            raise ValueError(f"{name}: expected real values, got dtype {m.dtype}")
-        m = m.detach().to("cpu", torch.float32)
-        finite = torch.isfinite(m).flatten(1).all(1)
-        if not bool(finite.all()):
-            bad = torch.nonzero(~finite).flatten().tolist()
-            kind = "NaN" if bool(torch.isnan(m).any()) else "infinite"
-            shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
-            raise ValueError(f"{name}: method {key!r} has {kind} values in the maps of images [{shown}]")
-        maps[key] = m.contiguous()
-        signed[key] = bool((m < 0).any())
-    return maps, signed
+_CSS = asset("attribution_viewer.css")
 
 
 class AttributionViewer(Viewer):
@@ -197,23 +125,27 @@ class AttributionViewer(Viewer):
         detail view allows twice as many values); the readout says so.
     title
         Heading shown above the grid.
+    names
+        (N,) names of the images (e.g. the names :func:`workbench.data.sample_images` returns), shown
+        in place of the index under each image and after it in the detail view.
     curves
         ``{method: {kind: curves}}``, ``kind`` usually "deletion" and "insertion", the curves a
         :class:`~workbench.metrics.causal_fidelity.CausalFidelity` (what ``deletion`` and
         ``insertion`` return), a tuple ``(fractions, curve)`` or ``(fractions, curve, auc)``, or a
         dict with those keys: ``fractions`` (P,) in [0, 1], non-decreasing; ``curve`` (N, P) finite;
-        ``auc`` (N,) (default: trapezoid rule with the fractions rescaled to [0, 1]). The metrics
+        ``auc`` (N,) (optional: without it the panel shows no AUC; it computes none itself). The metrics
         panel plots each kind for the selected image and the mean over the images, and adds
         a "<kind> AUC" column to the table. See also :attr:`curves`.
     **params
         Initial values of the parameters: ``methods``, ``cmap``, ``opacity``, ``upsampling``,
-        ``fade``, ``selected``, ``show_mask``.
+        ``fade``, ``selected``, ``show_mask``, ``curve_axis``.
 
     Attributes
     ----------
-    selected, page, methods, cmap, opacity, upsampling, fade, show_mask, selected_method
+    selected, page, methods, cmap, opacity, upsampling, fade, show_mask, selected_method, curve_axis
         The state (``param`` parameters, watchable); widgets and clicks change them, and so can code.
-        ``selected_method`` (None or a method) is the method highlighted in the metrics panel.
+        ``selected_method`` (None or a method) is highlighted in the metrics panel; ``curve_axis``: see
+        :func:`~workbench.widgets.metrics_panel.curves_html` ("data", the default, reads an unsure model).
     """
 
     selected = param.Integer(default=0, bounds=(0, None), doc="Index of the image in the detail view.")
@@ -236,6 +168,10 @@ class AttributionViewer(Viewer):
         doc="Fade each map pixel by its distance from 0 (|value| / s), so the image shows where the map is near 0.",
     )
 
+    curve_axis = param.Selector(
+        default="data", objects=list(CURVE_AXES),
+        doc='y axis of the curves: "data" fits the curves, "relative" divides each by its clean score, "fixed" is [0, 1].',
+    )  # fmt: skip
     selected_method = param.Selector(
         default=None,
         objects=[None],
@@ -260,39 +196,32 @@ class AttributionViewer(Viewer):
         payload_size: int = 64,
         title: str = "Attribution maps",
         curves: Mapping[str, Mapping[str, Any]] | None = None,
+        names: Sequence[str] | None = None,
         **params: Any,
     ):
         ensure_extension()
-        if isinstance(images, np.ndarray):
-            images = torch.from_numpy(images)
-        check_images(images, name="images", channels=3)
-        n, _, h, w = images.shape
-        for name, value, lo, hi in (
-            ("max_rows", max_rows, 1, 100),
-            ("cell_size", cell_size, 32, 512),
-            ("detail_size", detail_size, 64, 1024),
-            ("payload_size", payload_size, 4, 512),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or not lo <= value <= hi:
-                raise ValueError(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
+        self.images = as_images(images)
+        n, _, h, w = self.images.shape
+        check_sizes(max_rows=(max_rows, 1, 100), cell_size=(cell_size, 32, 512),
+                    detail_size=(detail_size, 64, 1024), payload_size=(payload_size, 4, 512))  # fmt: skip
         if isinstance(clip_percentile, bool) or not (
             isinstance(clip_percentile, int | float) and 0 < clip_percentile <= 100
         ):
             raise ValueError(f"clip_percentile: expected a number in (0, 100], got {clip_percentile!r}")
 
-        self.images = images.detach().cpu()
         self.n, self.image_hw = int(n), (int(h), int(w))
-        self.maps, self.signed = _check_maps(maps_by_method, self.n, self.image_hw)
+        self.names = check_image_names(names, self.n)
+        self.maps, self.signed = check_maps(maps_by_method, self.n, self.image_hw)
         self.method_names = list(self.maps)
         self.masks = (
             None
             if masks is None
-            else _check_bool_matrix(masks, "masks", (self.n, h, w), "N, H, W like the images")
+            else check_bool_array(masks, "masks", (self.n, h, w), "N, H, W like the images")
         )
-        self.labels = None if labels is None else _check_index_vector(labels, "labels", self.n)
+        self.labels = None if labels is None else check_class_indices(labels, "labels", self.n)
         self.confidences = None
         if predictions is not None:
-            self.predictions = _check_index_vector(predictions, "predictions", self.n)
+            self.predictions = check_class_indices(predictions, "predictions", self.n)
         elif model is not None:
             if not isinstance(model, torch.nn.Module):
                 raise ValueError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -305,21 +234,18 @@ class AttributionViewer(Viewer):
                 class_names = list(model.labels)
             except (AttributeError, TypeError):
                 class_names = None
-        present = [a for a in (self.labels, self.predictions) if a is not None]
-        top = max([int(a.max()) for a in present], default=-1)
-        self.class_names = _names(class_names, top + 1 if class_names is None else 0, "class_names", "")
-        for name, arr in (("labels", self.labels), ("predictions", self.predictions)):
-            if arr is not None and int(arr.max()) >= len(self.class_names):
-                raise ValueError(
-                    f"{name}: class index {int(arr.max())} is out of range for {len(self.class_names)} class_names"
-                )
+        self.class_names = check_class_names(
+            class_names, {"labels": self.labels, "predictions": self.predictions}
+        )
         self._metrics = check_metrics(metrics, self.method_names, self.n)
         self._curves = check_curves(curves, self.method_names, self.n)
         self.colors = method_colors(self.method_names)
         self.max_rows, self.cell_size, self.detail_size = int(max_rows), int(cell_size), int(detail_size)
         self.payload_size, self.clip_percentile = int(payload_size), float(clip_percentile)
         self.title = str(title)
-        self._cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._payloads = MapPayloads(
+            self.images, self.maps, self.signed, self.masks, self.clip_percentile, self.detail_size
+        )
 
         methods = params.pop("methods", None)
         selected = params.pop("selected", 0)
@@ -339,10 +265,10 @@ class AttributionViewer(Viewer):
         self.param.watch(self._on_methods, ["methods"])
         self.param.watch(self._on_cmap, ["cmap"])
         self.param.watch(self._on_style, ["opacity", "upsampling", "fade"])
-        self.param.watch(self._on_page, ["page"])
+        self.param.watch(lambda *_: self._render_grid(), ["page"])
         self.param.watch(self._on_selected, ["selected"])
         self.param.watch(self._render_detail, ["show_mask"])
-        self.param.watch(self._render_metrics, ["selected_method"])
+        self.param.watch(self._render_metrics, ["selected_method", "curve_axis"])
 
     # ------------------------------------------------------------------ public state
     @property
@@ -414,12 +340,7 @@ class AttributionViewer(Viewer):
     def value_range(self, index: int, method: str) -> tuple[float, float]:
         """The colour range ``(vmin, vmax)`` of the map of ``method`` for image ``index``."""
         self._check_method(method)
-        key = ("range", method, int(index))
-        if key not in self._cache:
-            self._remember(
-                key, map_range(self.maps[method][int(index)], self.signed[method], self.clip_percentile)
-            )
-        return self._cache[key]
+        return self._payloads.value_range(index, method)
 
     def overlay(self, index: int, method: str) -> np.ndarray:
         """The map of ``method`` over image ``index`` as the viewer draws it, (H, W, 3) uint8
@@ -452,86 +373,23 @@ class AttributionViewer(Viewer):
         if method not in self.maps:
             raise ValueError(f"unknown method {method!r}; the methods are {self.method_names}")
 
-    def _remember(self, key: tuple, value: Any) -> None:
-        self._cache[key] = value
-        if len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-
-    def _cached(self, key: tuple, make) -> Any:
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        value = make()
-        self._remember(key, value)
-        return value
-
-    def _cell(self, index: int, method: str, limit: int) -> dict[str, Any]:
-        """The payload of one map: raw values (block means above ``limit`` a side) and colour range."""
-
-        def make() -> dict[str, Any]:
-            m = self.maps[method][index]
-            h, w = m.shape
-            k = math.ceil(max(h, w) / limit)
-            kind = "pixel" if (h, w) == self.image_hw else ("grid" if h < self.image_hw[0] else "pixel")
-            block = ""
-            if k > 1:
-                size = (math.ceil(h / k), math.ceil(w / k))
-                m = F.adaptive_avg_pool2d(m[None, None], size)[0, 0]
-                kind, block = "block", f"{h / size[0]:.3g}\u00d7{w / size[1]:.3g}"
-            vmin, vmax = self.value_range(index, method)
-            data = base64.b64encode(m.numpy().astype("<f4").tobytes()).decode("ascii")
-            return {
-                "data": data, "h": int(m.shape[0]), "w": int(m.shape[1]), "vmin": float(vmin),
-                "vmax": float(vmax), "kind": kind, "block": block,
-            }  # fmt: skip
-
-        return self._cached(("cell", method, index, limit), make)
-
-    def _image_src(self, index: int, size: int) -> str:
-        def make() -> str:
-            big = max(self.image_hw) > size
-            return png_data_uri(self.images[index], size=size if big else None)
-
-        return self._cached(("img", index, size), make)
-
-    def _contour_src(self, index: int) -> str:
-        if self.masks is None or not self.show_mask:
-            return ""
-
-        def make() -> str:
-            h = max(self.image_hw)
-            scale = max(1, round(self.detail_size / h))
-            layer = contour_layer(
-                self.masks[index], scale=scale, thickness=max(1, round(2 * h * scale / self.detail_size))
-            )
-            return png_data_uri(layer)
-
-        return self._cached(("contour", index), make)
-
-    def _captions(self, i: int) -> tuple[str, str, str, str]:
-        """(caption, second line, status, accessible name) of image ``i``."""
+    def _captions(self, i: int) -> dict[str, str]:
+        """Caption lines, status and accessible name of image ``i`` (:func:`image_captions`)."""
         label = None if self.labels is None else self.class_names[self.labels[i]]
         pred = None if self.predictions is None else self.class_names[self.predictions[i]]
-        caption = f"#{i}" + (f" {label}" if label is not None else "")
-        sub, status = "", ""
-        alt = f"Image {i}" + (f": label {label}" if label is not None else "")
-        if pred is not None:
-            conf = "" if self.confidences is None else f" {self.confidences[i]:.2f}"
-            sub = ("\u2192 " if label is not None else "pred ") + pred + conf
-            alt += f"{',' if label is not None else ':'} prediction {pred}"
-            if label is not None:
-                status = "ok" if label == pred else "bad"
-                alt += " (mistake)" if status == "bad" else ""
-        return caption, sub, status, alt
+        return image_captions(
+            i, label, pred, None if label is None or pred is None else label == pred,
+            None if self.confidences is None else float(self.confidences[i]),
+            None if self.names is None else self.names[i],
+        )  # fmt: skip
 
     def _row(self, i: int, detail: bool) -> dict[str, Any]:
-        caption, sub, status, alt = self._captions(i)
         size = self.detail_size if detail else self.cell_size
         limit = 2 * self.payload_size if detail else self.payload_size
         return {
-            "index": i, "src": self._image_src(i, size), "alt": alt, "caption": caption, "sub": sub,
-            "status": status, "contour": self._contour_src(i) if detail else "",
-            "cells": {m: self._cell(i, m, limit) for m in self.shown_methods},
+            "index": i, "src": self._payloads.image_src(i, size), **self._captions(i),
+            "contour": self._payloads.contour_src(i) if detail and self.show_mask else "",
+            "cells": {m: self._payloads.cell(i, m, limit) for m in self.shown_methods},
         }  # fmt: skip
 
     def _columns(self) -> tuple[list[dict[str, Any]], dict[str, list[int]]]:
@@ -558,18 +416,14 @@ class AttributionViewer(Viewer):
         )  # fmt: skip
         self._grid.param.watch(self._on_grid_click, "selected")
         self._detail_view = MapGrid(
-            mode="detail",
-            cell_size=self.detail_size,
-            margin=(0, 0),
-            css_classes=["wb-attr-detail-pane"],
-            **common,
-        )
+            mode="detail", cell_size=self.detail_size, margin=(0, 0), css_classes=["wb-attr-detail-pane"],
+            sizing_mode="stretch_width", **common,
+        )  # fmt: skip
         self._detail_info = LiveHTML(
             object="", stylesheets=[_CSS], margin=(0, 0, 6, 0), css_classes=["wb-detail-pane"]
         )
-        self._metrics_pane = ActionHTML(
-            object="", stylesheets=[METRICS_CSS], margin=(8, 0, 0, 0), css_classes=["wb-metrics-pane"]
-        )
+        self._metrics_pane = ActionHTML(object="", stylesheets=[METRICS_CSS], margin=(8, 0, 0, 0),
+                                        css_classes=["wb-metrics-pane"])  # fmt: skip
         self._metrics_pane.on_action(
             lambda action, value: self._on_pick(value) if action == "method" else None
         )
@@ -580,12 +434,9 @@ class AttributionViewer(Viewer):
             f"{self.n} images \u00b7 {self.image_hw[0]}\u00d7{self.image_hw[1]} px \u00b7"
             f" {len(self.method_names)} methods ({', '.join(kinds)})"
         )
-        header = pn.pane.HTML(
-            f'<div class="wb-header"><span class="wb-title">{html.escape(self.title)}</span>'
-            f'<span class="wb-summary">{html.escape(summary)}</span>'
-            '<span class="wb-hint"> \u00b7 hover a map to read values \u00b7 click a row to compare methods</span></div>',
-            stylesheets=[_CSS], margin=(0, 5), sizing_mode="stretch_width",
-        )  # fmt: skip
+        hint = "hover a map to read values \u00b7 click a row to compare methods"
+        header = pn.pane.HTML(header_html(self.title, summary, hint), stylesheets=[_CSS], margin=(0, 5),
+                              sizing_mode="stretch_width")  # fmt: skip
 
         def label(text: str, left: int = 5) -> pn.pane.HTML:
             return pn.pane.HTML(
@@ -604,12 +455,8 @@ class AttributionViewer(Viewer):
             self.param.opacity, **widget_kwargs(pn.widgets.FloatSlider, label=""), step=0.05, width=140,
             show_value=False, margin=(12, 10, 5, 5), css_classes=["wb-opacity"],
         )  # fmt: skip
-        self._opacity_label = LiveHTML(
-            object=self._opacity_html(),
-            stylesheets=[_CSS],
-            margin=(5, 0, 5, 12),
-            css_classes=["wb-opacity-label"],
-        )
+        self._opacity_label = LiveHTML(object=self._opacity_html(), stylesheets=[_CSS], margin=(5, 0, 5, 12),
+                                       css_classes=["wb-opacity-label"])  # fmt: skip
         self._upsampling_widget = pn.widgets.RadioButtonGroup.from_param(
             self.param.upsampling,
             **widget_kwargs(pn.widgets.RadioButtonGroup, label="", color="light", variant="outline"),
@@ -632,10 +479,17 @@ class AttributionViewer(Viewer):
             self.param.show_mask, **widget_kwargs(pn.widgets.Checkbox, label="object mask contour"),
             margin=(6, 0, 0, 0), disabled=self.masks is None, css_classes=["wb-mask-toggle"],
         )  # fmt: skip
+        self._axis_widget = pn.widgets.RadioButtonGroup.from_param(
+            self.param.curve_axis,
+            **widget_kwargs(pn.widgets.RadioButtonGroup, label="", color="light", variant="outline"),
+            width=210, margin=(0, 5), css_classes=["wb-curve-axis"],
+        )  # fmt: skip
+        self._axis_row = pn.Row(label("Curve axis", 24), self._axis_widget, margin=0)
+        # Beside the grid when the screen is wide enough, below it otherwise: the detail takes the room left
+        # of the row (flex-grow), down to a minimum width (see _render_columns), and wraps its maps.
         self._detail = pn.Column(
-            self._detail_info, self._detail_view, mask_toggle, self._metrics_pane,
-            margin=(5, 5, 5, 16), css_classes=["wb-detail"],
-            styles={"padding": "10px", "border": "1px solid #dadce0", "border-radius": "8px", "background": "#fff"},
+            self._detail_info, self._detail_view, pn.Row(mask_toggle, self._axis_row, margin=0), self._metrics_pane,
+            margin=(5, 5, 5, 16), css_classes=["wb-detail"], sizing_mode="stretch_width",
         )  # fmt: skip
         self._layout = pn.Column(
             header, controls,
@@ -652,10 +506,15 @@ class AttributionViewer(Viewer):
         cols, luts = self._columns()
         k = len(cols)
         self._grid.width = (k + 1) * (self.cell_size + 6) + 24
-        per_line = min(k + 1, 4)
-        self._detail_view.width = per_line * (self.detail_size + 14) + 4
         kinds = len(curve_kinds(self._curves, self.shown_methods))
-        self._detail.width = max(self._detail_view.width, plots_width(kinds) if kinds else 0) + 24
+        plots = plots_width(kinds) if kinds else 0
+        cell = self.detail_size + 14
+        narrow = max(min(k + 1, 2) * cell + 4, plots) + 24  # the image and one map side by side, or the plots
+        wide = max((k + 1) * cell + 4, plots) + 24  # every map on one line
+        self._detail.styles = {
+            "flex": f"1 1 {narrow}px", "min-width": f"{narrow}px", "max-width": f"{wide}px", "padding": "10px",
+            "border": "1px solid #dadce0", "border-radius": "8px", "background": "#fff",
+        }  # fmt: skip
         return {"columns": cols, "luts": luts}
 
     def _render_grid(self, columns: dict[str, Any] | None = None) -> None:
@@ -672,22 +531,20 @@ class AttributionViewer(Viewer):
     def _render_detail(self, *_events: Any, columns: dict[str, Any] | None = None) -> None:
         i = self.selected
         self._detail_view.param.update(rows=[self._row(i, detail=True)], **(columns or {}))
-        caption, sub, status, _alt = self._captions(i)
+        status = self._captions(i)["status"]
         esc = html.escape
         facts = []
         if self.labels is not None:
             facts.append(f'label <span class="wb-label-value">{esc(self.class_names[self.labels[i]])}</span>')
         if self.predictions is not None:
-            conf = "" if self.confidences is None else f" ({self.confidences[i]:.2f})"
-            verdict = {"ok": " \u2713", "bad": " \u2717 mistake", "": ""}[status]
-            cls = f' class="wb-{status}"' if status else ""
-            pred = esc(self.class_names[self.predictions[i]])
-            facts.append(f"prediction <span{cls}>{pred}{conf}{verdict}</span>")
+            conf, correct = None if self.confidences is None else float(self.confidences[i]), status == "ok"
+            pred = prediction_html(self.class_names[self.predictions[i]], conf, correct if status else None)
+            facts.append(f'prediction <span class="wb-{status or "unchecked"}">{pred}</span>')
         shown = self.shown_methods
         facts.append(f"{len(shown)} method{'s' if len(shown) != 1 else ''}")
         self._detail_info.object = (
             f'<div class="wb-detail-info" data-index="{i}" data-methods="{esc(",".join(shown))}">'
-            f'<span class="wb-detail-title">Image #{i}</span>'
+            f'<span class="wb-detail-title">Image #{i}{"" if self.names is None else _SEP + esc(self.names[i])}</span>'
             f'<span class="wb-facts">{_SEP.join(facts)}</span></div>'
         )
         self._render_metrics()
@@ -696,10 +553,11 @@ class AttributionViewer(Viewer):
         """The metrics panel: the table and the curves of the shown methods for the selected image."""
         html_ = metrics_html(
             self._metrics, self._curves, self.shown_methods, self.colors, self.selected, self.n,
-            self.selected_method,
+            self.selected_method, self.curve_axis,
         )  # fmt: skip
         self._metrics_pane.object = html_
         self._metrics_pane.visible = bool(html_)
+        self._axis_row.visible = 'class="wb-curves"' in html_
         pickable = any(m in self._metrics or m in self._curves for m in self.method_names)
         focus = self.selected_method or ""
         for view in (self._grid, self._detail_view):
@@ -723,9 +581,6 @@ class AttributionViewer(Viewer):
         self._opacity_label.object = self._opacity_html()
         for view in (self._grid, self._detail_view):
             view.param.update(opacity=self.opacity, smooth=self.upsampling == "bilinear", fade=self.fade)
-
-    def _on_page(self, *_events: Any) -> None:
-        self._render_grid()
 
     def _on_selected(self, *_events: Any) -> None:
         page = self.selected // self.max_rows

@@ -30,30 +30,12 @@ from panel.viewable import Viewer
 from workbench._core.validation import check_images, check_int
 from workbench.data.activation_rows import ActivationRows
 from workbench.sae.base import encode_rows
-from workbench.widgets._common import (
-    check_atom,
-    ensure_extension,
-    heat_tile,
-    token_map,
-    widget_kwargs,
-)
 from workbench.widgets.atom_browser import CSS as _ATOM_CSS
-from workbench.widgets.metrics_panel import ActionHTML, fmt
+from workbench.widgets.checks import check_atom
+from workbench.widgets.html import ActionHTML, asset, ensure_extension, fmt, widget_kwargs
+from workbench.widgets.images import heat_tile, token_map
 
-_CSS = (
-    _ATOM_CSS
-    + """
-.wb-scatter circle { cursor: pointer; stroke: #fff; stroke-width: 0.75; }
-.wb-scatter circle:hover { stroke: #202124; stroke-width: 1.5; }
-.wb-scatter circle.wb-sel { stroke: #202124; stroke-width: 2.5; }
-.wb-scatter .wb-rule { stroke: #e8eaed; }
-.wb-scatter .wb-zero { stroke: #9aa0a6; stroke-dasharray: 3 3; }
-.wb-scatter text { font-family: system-ui, sans-serif; font-size: 10px; fill: #5f6368; }
-.wb-pairs { display: flex; gap: 24px; flex-wrap: wrap; }
-.wb-set-title { font-weight: 600; margin: 4px 0; }
-.wb-bs-tables { display: flex; gap: 24px; flex-wrap: wrap; align-items: flex-start; }
-"""
-)
+_CSS = _ATOM_CSS + asset("blindspot_comparer.css")
 _W, _H = 520, 300
 _PL, _PR, _PT, _PB = 44, 12, 10, 34
 _SUPPRESSED, _EXAGGERATED, _OTHER = "#c62828", "#1565c0", "#bdc1c6"

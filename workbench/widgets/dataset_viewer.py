@@ -23,211 +23,39 @@ import numpy as np
 import panel as pn
 import param
 import torch
-from panel.custom import JSComponent
 from panel.viewable import Viewer
 
-from workbench._core.batching import iter_batches
-from workbench._core.devices import module_device
-from workbench._core.validation import check_images
-from workbench.widgets._common import (
-    LiveHTML,
+from workbench.models.scoring import predict
+from workbench.widgets.checks import (
+    as_images,
+    check_bool_array,
+    check_class_indices,
+    check_class_names,
+    check_image_names,
     check_index,
-    contour_overlay,
+    check_names,
+    check_sizes,
+    to_numpy,
+)
+from workbench.widgets.html import (
+    LiveHTML,
+    asset,
     ensure_extension,
+    header_html,
+    image_captions,
     img_tag,
-    paging_controls,
-    png_data_uri,
+    prediction_html,
     widget_kwargs,
 )
+from workbench.widgets.images import contour_overlay, png_data_uri
+from workbench.widgets.paging import paging_controls
+from workbench.widgets.thumbnail_grid import ThumbnailGrid
 
 ALL_CLASSES = "all classes"
 SHOW_OPTIONS = ("all", "mistakes", "correct")
 _THUMB_CACHE_SIZE = 1024
 
-_CSS = """
-:host { --wb-ok: #1b7f3b; --wb-bad: #c62828; --wb-accent: #1565c0; --wb-muted: #5f6368; }
-.wb-header { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px; color: #202124; }
-.wb-header .wb-title { font-weight: 600; font-size: 15px; margin-right: 10px; }
-.wb-header .wb-summary { color: var(--wb-muted); }
-.wb-header .wb-hint { color: #9aa0a6; }
-.wb-pageinfo { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px;
-  color: var(--wb-muted); white-space: nowrap; line-height: 30px; }
-.wb-detail-info { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 13px; color: #202124; }
-.wb-detail-info .wb-detail-title { font-weight: 600; font-size: 15px; margin: 0 0 6px 0; }
-.wb-detail-info table { border-collapse: collapse; margin-bottom: 8px; }
-.wb-detail-info th { text-align: left; font-weight: 500; color: var(--wb-muted); padding: 2px 12px 2px 0; vertical-align: top; }
-.wb-detail-info td { padding: 2px 0; }
-.wb-detail-info .wb-ok { color: var(--wb-ok); font-weight: 600; }
-.wb-detail-info .wb-bad { color: var(--wb-bad); font-weight: 600; }
-.wb-detail-info .wb-section { font-weight: 600; margin: 6px 0 4px 0; }
-.wb-detail-info .wb-concepts { display: flex; flex-wrap: wrap; gap: 4px; margin: 0; padding: 0; list-style: none; }
-.wb-detail-info .wb-concepts li { background: #e8f0fe; color: #174ea6; border-radius: 10px; padding: 1px 8px; font-size: 12px; }
-.wb-detail-info .wb-concepts li .wb-group { color: var(--wb-muted); }
-.wb-detail-info .wb-none { color: var(--wb-muted); font-style: italic; }
-.wb-detail-image img { border-radius: 4px; box-shadow: 0 0 0 1px #dadce0; }
-"""
-
-_GRID_CSS = """
-:host { display: block; }
-.wb-grid { display: grid; gap: 6px; align-items: start; font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-.wb-thumb { display: flex; flex-direction: column; align-items: center; gap: 2px; margin: 0; padding: 3px;
-  background: #fff; border: 2px solid #dadce0; border-radius: 6px; cursor: pointer; font: inherit; color: #202124; }
-.wb-thumb:hover { border-color: #8ab4f8; background: #f8fbff; }
-.wb-thumb:focus-visible { outline: 2px solid var(--wb-accent, #1565c0); outline-offset: 1px; }
-.wb-thumb.wb-wrong { border-color: #ef9a9a; background: #fff5f5; }
-.wb-thumb.wb-selected { border-color: #1565c0; box-shadow: 0 0 0 2px #1565c0; background: #e8f0fe; }
-.wb-thumb img { display: block; image-rendering: pixelated; border-radius: 3px; }
-.wb-caption { display: block; width: 100%; font-size: 11px; line-height: 13px; text-align: center;
-  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-.wb-caption .wb-index { color: #5f6368; }
-.wb-caption.wb-pred { color: #5f6368; }
-.wb-caption.wb-pred.wb-ok { color: #1b7f3b; }
-.wb-caption.wb-pred.wb-bad { color: #c62828; font-weight: 600; }
-.wb-empty { color: #5f6368; font-style: italic; padding: 12px; font-size: 13px; }
-"""
-
-
-class ThumbnailGrid(JSComponent):
-    """A grid of clickable thumbnails; ``selected`` is the dataset index of the last one clicked.
-
-    Each item of ``items`` is a dict with ``index``, ``src`` (a data URI), ``alt`` (the button's
-    accessible name), ``label`` and ``pred`` (caption lines, ``pred`` may be empty), ``status``
-    ("ok", "bad" or "": the prediction is right, wrong, or not comparable) and ``wrong``.
-    """
-
-    items = param.List(default=[], doc="Thumbnails to draw, in order.")
-    selected = param.Integer(default=-1, doc="Dataset index of the selected thumbnail (-1: none).")
-    columns = param.Integer(default=8, bounds=(1, None))
-    thumb_size = param.Integer(default=80, bounds=(8, None))
-
-    _stylesheets = [_GRID_CSS]
-
-    _esm = """
-    export function render({ model, el }) {
-      const grid = document.createElement("div");
-      grid.className = "wb-grid";
-      grid.setAttribute("role", "group");
-      grid.setAttribute("aria-label", "Thumbnails");
-
-      function line(text, cls) {
-        const span = document.createElement("span");
-        span.className = "wb-caption " + cls;
-        span.textContent = text;
-        return span;
-      }
-
-      function mark() {
-        for (const b of grid.querySelectorAll(".wb-thumb")) {
-          const on = Number(b.dataset.index) === model.selected;
-          b.classList.toggle("wb-selected", on);
-          b.setAttribute("aria-pressed", on ? "true" : "false");
-        }
-      }
-
-      function build() {
-        grid.style.gridTemplateColumns = `repeat(${model.columns}, ${model.thumb_size + 10}px)`;
-        grid.replaceChildren();
-        if (!model.items.length) {
-          const empty = document.createElement("div");
-          empty.className = "wb-empty";
-          empty.textContent = "No images match the current filter.";
-          grid.appendChild(empty);
-        }
-        for (const item of model.items) {
-          const b = document.createElement("button");
-          b.type = "button";
-          b.className = "wb-thumb" + (item.wrong ? " wb-wrong" : "");
-          b.id = "wb-thumb-" + item.index;
-          b.dataset.index = String(item.index);
-          b.title = item.alt;
-          b.setAttribute("aria-label", item.alt);
-          const img = document.createElement("img");
-          img.src = item.src;
-          img.alt = "";
-          img.width = model.thumb_size;
-          img.height = model.thumb_size;
-          img.draggable = false;
-          b.appendChild(img);
-          b.appendChild(line(item.label, "wb-label"));
-          if (item.pred) {
-            b.appendChild(line(item.pred, "wb-pred" + (item.status ? " wb-" + item.status : "")));
-          }
-          b.addEventListener("click", () => { model.selected = item.index; });
-          grid.appendChild(b);
-        }
-        mark();
-      }
-
-      // Arrow keys move the selection within the page (Up/Down by one row).
-      grid.addEventListener("keydown", (ev) => {
-        const step = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -model.columns, ArrowDown: model.columns }[ev.key];
-        const current = ev.target.closest ? ev.target.closest(".wb-thumb") : null;
-        if (step === undefined || current === null) { return; }
-        const buttons = Array.from(grid.querySelectorAll(".wb-thumb"));
-        const next = buttons[buttons.indexOf(current) + step];
-        if (next) { ev.preventDefault(); next.focus(); next.click(); }
-      });
-
-      build();
-      model.on(["items", "columns", "thumb_size"], build);
-      model.on("selected", mark);
-      el.appendChild(grid);
-    }
-    """
-
-
-def _to_numpy(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    try:
-        return np.asarray(x)
-    except Exception as err:  # noqa: BLE001 - re-raised with the argument name
-        raise ValueError(f"{name}: could not convert {type(x).__name__} to an array ({err})") from err
-
-
-def _check_index_vector(x: Any, name: str, n: int) -> np.ndarray:
-    arr = _to_numpy(x, name)
-    if arr.ndim == 2 and arr.shape[0] == n:
-        raise ValueError(
-            f"{name}: expected class indices of shape ({n},), got shape {arr.shape}; pass indices, e.g. logits.argmax(1)"
-        )
-    if arr.shape != (n,):
-        raise ValueError(f"{name}: expected shape ({n},) to match the {n} images, got shape {arr.shape}")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        if (
-            np.issubdtype(arr.dtype, np.floating)
-            and np.all(np.isfinite(arr))
-            and np.all(arr == np.round(arr))
-        ):
-            arr = arr.astype(np.int64)
-        else:
-            raise ValueError(f"{name}: expected integer class indices, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if n and arr.min() < 0:
-        raise ValueError(f"{name}: class indices must be >= 0, got {int(arr.min())}")
-    return arr
-
-
-def _check_bool_matrix(x: Any, name: str, shape: tuple[int, ...], what: str) -> np.ndarray:
-    arr = _to_numpy(x, name)
-    if arr.shape != shape:
-        raise ValueError(f"{name}: expected shape {shape} ({what}), got shape {arr.shape}")
-    if arr.dtype != bool:
-        if not np.all((arr == 0) | (arr == 1)):
-            raise ValueError(f"{name}: expected booleans (or 0/1), got dtype {arr.dtype} with other values")
-        arr = arr.astype(bool)
-    return arr
-
-
-def _names(names: Sequence[str] | None, count: int, name: str, default: str) -> list[str]:
-    if names is None:
-        return [f"{default}{i}" for i in range(count)]
-    if isinstance(names, str):
-        raise ValueError(f"{name}: expected a list of names, got the string {names!r}")
-    out = [str(s) for s in names]
-    if len(out) < count:
-        raise ValueError(f"{name}: {len(out)} names given, but at least {count} are needed")
-    return out
+_CSS = asset("dataset_viewer.css")
 
 
 class DatasetViewer(Viewer):
@@ -267,6 +95,9 @@ class DatasetViewer(Viewer):
         Side of the large image in the detail pane, in screen pixels.
     title
         Heading shown above the grid.
+    names
+        (N,) names of the images (e.g. the names :func:`workbench.data.sample_images` returns), shown
+        in place of the index in each caption and after it in the detail pane.
     """
 
     selected = param.Integer(
@@ -295,56 +126,42 @@ class DatasetViewer(Viewer):
         detail_size: int = 256,
         title: str = "Dataset",
         prediction_names: Sequence[str] | None = None,
+        names: Sequence[str] | None = None,
         **params: Any,
     ):
         ensure_extension()
-        if isinstance(images, np.ndarray):
-            images = torch.from_numpy(images)
-        check_images(images, name="images", channels=3)
-        n, _, h, w = images.shape
-        for name, value, lo, hi in (
-            ("columns", columns, 1, 64),
-            ("thumb_size", thumb_size, 16, 512),
-            ("max_items", max_items, 1, 1000),
-            ("detail_size", detail_size, 64, 1024),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or not lo <= value <= hi:
-                raise ValueError(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
+        self.images = as_images(images)
+        n, _, h, w = self.images.shape
+        check_sizes(columns=(columns, 1, 64), thumb_size=(thumb_size, 16, 512), max_items=(max_items, 1, 1000),
+                    detail_size=(detail_size, 64, 1024))  # fmt: skip
 
-        self.images = images.detach().cpu()
         self.n = int(n)
-        self.labels = None if labels is None else _check_index_vector(labels, "labels", self.n)
+        self.names = check_image_names(names, self.n)
+        self.labels = None if labels is None else check_class_indices(labels, "labels", self.n)
         self.predictions = (
-            None if predictions is None else _check_index_vector(predictions, "predictions", self.n)
+            None if predictions is None else check_class_indices(predictions, "predictions", self.n)
         )
         same_space = prediction_names is None or (
             class_names is not None and [str(c) for c in prediction_names] == [str(c) for c in class_names]
         )
-        in_class_space = [a for a in (self.labels, self.predictions if same_space else None) if a is not None]
-        top = max([int(a.max()) for a in in_class_space], default=-1)
-        self.class_names = _names(class_names, top + 1 if class_names is None else 0, "class_names", "")
+        preds = {"predictions": self.predictions}
+        self.class_names = check_class_names(
+            class_names, {"labels": self.labels, **(preds if same_space else {})}
+        )
         self.prediction_names = (
-            self.class_names if same_space else _names(prediction_names, 0, "prediction_names", "")
+            self.class_names if same_space else check_class_names(prediction_names, preds, "prediction_names")
         )
         self.same_label_space = same_space
-        checks = (("labels", self.labels, "class_names", self.class_names),
-                  ("predictions", self.predictions, "prediction_names" if prediction_names is not None else "class_names",
-                   self.prediction_names))  # fmt: skip
-        for name, arr, names_arg, names in checks:
-            if arr is not None and int(arr.max()) >= len(names):
-                raise ValueError(
-                    f"{name}: class index {int(arr.max())} is out of range for {len(names)} {names_arg}"
-                )
         self.masks = (
             None
             if masks is None
-            else _check_bool_matrix(masks, "masks", (self.n, h, w), "N, H, W like the images")
+            else check_bool_array(masks, "masks", (self.n, h, w), "N, H, W like the images")
         )
         if concepts is not None:
-            c = _to_numpy(concepts, "concepts")
+            c = to_numpy(concepts, "concepts")
             k = c.shape[1] if c.ndim == 2 else -1
-            self.concepts = _check_bool_matrix(c, "concepts", (self.n, max(k, 0)), "N images, K concepts")
-            self.concept_names = _names(concept_names, k, "concept_names", "concept_")
+            self.concepts = check_bool_array(c, "concepts", (self.n, max(k, 0)), "N images, K concepts")
+            self.concept_names = check_names(concept_names, k, "concept_names", "concept_")
             if len(self.concept_names) != k:
                 raise ValueError(
                     f"concept_names: expected {k} names (one per concept column), got {len(self.concept_names)}"
@@ -355,7 +172,7 @@ class DatasetViewer(Viewer):
             self.concepts, self.concept_names = None, []
         self.confidences = None
         if confidences is not None:
-            conf = _to_numpy(confidences, "confidences").astype(np.float64)
+            conf = to_numpy(confidences, "confidences").astype(np.float64)
             if conf.shape != (self.n,) or not np.all((conf >= 0) & (conf <= 1)):
                 raise ValueError(
                     f"confidences: expected shape ({self.n},) with values in [0, 1], got shape {conf.shape}"
@@ -465,7 +282,7 @@ class DatasetViewer(Viewer):
                 f"item: index {index} is out of range for {self.n} images (valid: 0..{self.n - 1})"
             )
         i = int(index)
-        out: dict[str, Any] = {"index": i}
+        out: dict[str, Any] = {"index": i, "name": None if self.names is None else self.names[i]}
         out["label"] = None if self.labels is None else self.class_names[self.labels[i]]
         out["prediction"] = None if self.predictions is None else self.prediction_names[self.predictions[i]]
         out["confidence"] = None if self.confidences is None else float(self.confidences[i])
@@ -575,12 +392,7 @@ class DatasetViewer(Viewer):
         if self._comparable:
             correct = int((self.labels == self.predictions).sum())
             parts.append(f"accuracy {correct / self.n:.1%} ({correct}/{self.n}, {self.n - correct} mistakes)")
-        summary = " \u00b7 ".join(parts)
-        return (
-            f'<div class="wb-header"><span class="wb-title">{html.escape(self.title)}</span>'
-            f'<span class="wb-summary">{html.escape(summary)}</span>'
-            '<span class="wb-hint"> \u00b7 click a thumbnail to inspect it</span></div>'
-        )
+        return header_html(self.title, " \u00b7 ".join(parts), "click a thumbnail to inspect it")
 
     # ------------------------------------------------------------------ rendering
     def _thumb_uri(self, i: int) -> str:
@@ -598,19 +410,10 @@ class DatasetViewer(Viewer):
 
     def _thumb_item(self, i: int) -> dict[str, Any]:
         info = self.item(i)
-        label = f"#{i}" + (f" {info['label']}" if info["label"] is not None else "")
-        pred = ""
-        if info["prediction"] is not None:
-            pred = ("\u2192 " if info["label"] is not None else "pred ") + info["prediction"]
-        alt = f"Image {i}"
-        if info["label"] is not None:
-            alt += f": label {info['label']}"
-        if info["prediction"] is not None:
-            alt += f", prediction {info['prediction']}" + (" (mistake)" if info["correct"] is False else "")
-        status = {True: "ok", False: "bad", None: ""}[info["correct"]]
+        c = image_captions(i, info["label"], info["prediction"], info["correct"], name=info["name"])
         return {
-            "index": i, "src": self._thumb_uri(i), "alt": alt, "label": label, "pred": pred,
-            "status": status, "wrong": info["correct"] is False,
+            "index": i, "src": self._thumb_uri(i), "alt": c["alt"], "label": c["caption"], "pred": c["sub"],
+            "status": c["status"], "wrong": info["correct"] is False,
         }  # fmt: skip
 
     def _render_grid(self) -> None:
@@ -639,16 +442,14 @@ class DatasetViewer(Viewer):
 
     def _detail_html(self, info: dict[str, Any]) -> str:
         esc = html.escape
+        called = "" if info["name"] is None else f' \u00b7 <span class="wb-name">{esc(info["name"])}</span>'
         rows = []
         if info["label"] is not None:
             rows.append(f'<tr><th>label</th><td class="wb-label">{esc(info["label"])}</td></tr>')
         if info["prediction"] is not None:
             cls = {True: "wb-ok", False: "wb-bad", None: ""}[info["correct"]]
-            conf = "" if info["confidence"] is None else f" ({info['confidence']:.2f})"
-            verdict = {True: " \u2713", False: " \u2717 mistake", None: ""}[info["correct"]]
-            rows.append(
-                f'<tr><th>prediction</th><td class="wb-prediction {cls}">{esc(info["prediction"])}{conf}{verdict}</td></tr>'
-            )
+            pred = prediction_html(info["prediction"], info["confidence"], info["correct"])
+            rows.append(f'<tr><th>prediction</th><td class="wb-prediction {cls}">{pred}</td></tr>')
         table = f"<table>{''.join(rows)}</table>" if rows else ""
         concepts = ""
         if self.concepts is not None:
@@ -669,7 +470,7 @@ class DatasetViewer(Viewer):
             concepts = f'<div class="wb-section">Concepts present ({len(chips)})</div>{body}'
         return (
             f'<div class="wb-detail-info" data-index="{info["index"]}">'
-            f'<div class="wb-detail-title">Image #{info["index"]}</div>{table}{concepts}</div>'
+            f'<div class="wb-detail-title">Image #{info["index"]}{called}</div>{table}{concepts}</div>'
         )
 
     # ------------------------------------------------------------------ callbacks
@@ -718,25 +519,3 @@ class DatasetViewer(Viewer):
     def _on_goto(self, event: Any) -> None:
         if event.new is not None and 0 <= event.new < self.n and event.new != self.selected:
             self.selected = int(event.new)
-
-
-def predict(
-    model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class predictions and their softmax probabilities for ``images``, batched, under inference mode."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-    device = module_device(model)
-    preds, confs = [], []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for sl in iter_batches(len(images), batch_size):
-                probs = model(images[sl].to(device)).float().softmax(1)
-                conf, pred = probs.max(1)
-                preds.append(pred.cpu())
-                confs.append(conf.cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(preds), torch.cat(confs)

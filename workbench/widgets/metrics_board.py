@@ -26,36 +26,9 @@ import param
 import torch
 from panel.viewable import Viewer
 
-from workbench.widgets._common import ensure_extension
-from workbench.widgets.metrics_panel import ActionHTML, fmt
+from workbench.widgets.html import ActionHTML, asset, ensure_extension, fmt
 
-_FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif'
-_CSS = f"""
-:host {{ --wb-accent: #1565c0; --wb-muted: #5f6368; --wb-best: #1b7f3b; }}
-.wb-board {{ font-family: {_FONT}; font-size: 13px; color: #202124; }}
-.wb-board .wb-title {{ font-weight: 600; font-size: 15px; margin-right: 10px; }}
-.wb-board .wb-summary {{ color: var(--wb-muted); }}
-.wb-board .wb-head {{ margin: 0 0 6px 0; }}
-.wb-board table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
-.wb-board th, .wb-board td {{ padding: 5px 12px; border-bottom: 1px solid #e8eaed; text-align: right;
-  white-space: nowrap; }}
-.wb-board thead th {{ font-weight: 500; color: var(--wb-muted); cursor: pointer; user-select: none;
-  border-bottom: 2px solid #dadce0; }}
-.wb-board thead th:hover {{ color: var(--wb-accent); background: #f8fbff; }}
-.wb-board thead th.wb-sorted {{ color: #202124; font-weight: 600; }}
-.wb-board th.wb-method, .wb-board td.wb-method {{ text-align: left; font-weight: 600; color: #202124; }}
-.wb-board .wb-dir {{ color: #9aa0a6; font-size: 11px; margin-left: 3px; }}
-.wb-board .wb-arrow {{ color: var(--wb-accent); font-size: 10px; margin-left: 3px; display: inline-block; width: 9px; }}
-.wb-board tbody tr {{ cursor: pointer; }}
-.wb-board tbody tr:hover {{ background: #f8fbff; }}
-.wb-board tbody tr.wb-selected {{ background: #e8f0fe; box-shadow: inset 3px 0 0 var(--wb-accent); }}
-.wb-board td .wb-se {{ color: #9aa0a6; font-size: 11px; margin-left: 3px; font-weight: 400; }}
-.wb-board td.wb-best {{ color: var(--wb-best); font-weight: 700; }}
-.wb-board td.wb-best::after {{ content: "\u2605"; font-size: 10px; margin-left: 3px; }}
-.wb-board td.wb-missing {{ color: #bdc1c6; }}
-.wb-board .wb-note {{ color: var(--wb-muted); font-size: 11px; margin-top: 6px; }}
-.wb-board [data-action]:focus-visible {{ outline: 2px solid var(--wb-accent); outline-offset: -2px; }}
-"""
+_CSS = asset("metrics_board.css")
 
 
 @dataclass(frozen=True)

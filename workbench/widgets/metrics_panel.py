@@ -5,25 +5,25 @@ value}}`` (one number, or one per image) and ``curves={method: {kind: curves}}``
 usually "deletion" and "insertion" and the curves a
 :class:`~workbench.metrics.causal_fidelity.CausalFidelity` (or ``(fractions, curve[, auc])``).
 The panel is one HTML fragment, rendered here in Python (so it is testable without a browser) and
-drawn by :class:`ActionHTML`: the curves are inline SVG polylines, one small plot per kind for the
+drawn by :class:`~workbench.widgets.html.ActionHTML`: the curves are inline SVG polylines, one small plot per kind for the
 selected image and one for the mean over the images. Clicking a method (its row, its legend entry or
 its curve) sends an action back to Python, which highlights that method's curves.
 
-:class:`ActionHTML` is also what :class:`~workbench.widgets.metrics_board.MetricsBoard` draws with.
+:class:`~workbench.widgets.html.ActionHTML` is also what :class:`~workbench.widgets.metrics_board.MetricsBoard` draws with.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import param
 import torch
-from panel.custom import JSComponent
+
+from workbench.widgets.html import asset, fmt
 
 #: Colours of the methods (d3's category10), by position in the viewer's methods.
 METHOD_COLORS = (
@@ -34,103 +34,13 @@ METHOD_COLORS = (
 LOWER_IS_BETTER = frozenset({"deletion"})
 _KIND_ORDER = ("deletion", "insertion")
 _X_LABEL = {"deletion": "fraction of pixels removed", "insertion": "fraction of pixels inserted"}
-_PLOT_W, _PLOT_H = 250, 150
+_PLOT_W, _PLOT_H = 250, 150  # _PLOT_W is also the column width in assets/metrics_panel.css
+#: The y axes of the curves (see :func:`curves_html`).
+CURVE_AXES = ("data", "relative", "fixed")
+_AXIS_NOTE = {"data": "", "relative": " \u00b7 y: score \u00f7 clean score", "fixed": ""}
 _PAD_L, _PAD_R, _PAD_T, _PAD_B = 34, 8, 8, 30
 
-_FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, sans-serif'
-METRICS_CSS = f"""
-:host {{ --wb-accent: #1565c0; --wb-muted: #5f6368; }}
-.wb-metrics, .wb-curves {{ font-family: {_FONT}; font-size: 12px; color: #202124; }}
-.wb-metrics .wb-section, .wb-curves .wb-section {{ font-weight: 600; font-size: 13px; margin: 2px 0 4px 0; }}
-.wb-section .wb-hint {{ font-weight: 400; color: #80868b; font-size: 11px; margin-left: 6px; }}
-.wb-metrics .wb-note {{ color: var(--wb-muted); font-size: 11px; margin-top: 3px; }}
-.wb-metrics table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
-.wb-metrics th, .wb-metrics td {{ padding: 3px 10px; border-bottom: 1px solid #e8eaed; text-align: right; }}
-.wb-metrics th {{ font-weight: 500; color: var(--wb-muted); }}
-.wb-metrics th.wb-method, .wb-metrics td.wb-method {{ text-align: left; font-weight: 600; color: #202124; }}
-.wb-metrics td.wb-method {{ cursor: pointer; white-space: nowrap; }}
-.wb-metrics td.wb-method:hover {{ color: var(--wb-accent); }}
-.wb-metrics td.wb-focus, .wb-metrics tr:has(> td.wb-focus) > td {{ background: #e8f0fe; }}
-.wb-metrics .wb-mean {{ color: #9aa0a6; font-size: 11px; margin-left: 4px; }}
-.wb-swatch {{ display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px;
-  vertical-align: -1px; }}
-.wb-curves {{ margin-top: 10px; }}
-.wb-plots {{ display: grid; grid-template-columns: repeat(var(--wb-kinds, 2), {_PLOT_W}px); gap: 8px 16px; }}
-.wb-plot {{ margin: 0; }}
-.wb-plot figcaption {{ font-size: 12px; font-weight: 600; margin-bottom: 2px; white-space: nowrap; overflow: hidden;
-  text-overflow: ellipsis; }}
-.wb-plot figcaption .wb-dir {{ display: block; font-weight: 400; color: var(--wb-muted); font-size: 11px; }}
-.wb-plot svg {{ display: block; overflow: visible; }}
-.wb-plot svg text {{ font-family: {_FONT}; font-size: 10px; fill: #5f6368; }}
-.wb-plot .wb-rule {{ stroke: #e8eaed; stroke-width: 1; }}
-.wb-plot .wb-axis {{ stroke: #9aa0a6; stroke-width: 1; }}
-.wb-plot polyline.wb-curve {{ fill: none; stroke-linejoin: round; stroke-linecap: round; cursor: pointer; }}
-.wb-legend {{ display: flex; flex-direction: column; gap: 1px; margin-top: 2px; font-size: 11px;
-  font-variant-numeric: tabular-nums; }}
-.wb-leg {{ display: flex; align-items: center; gap: 0; cursor: pointer; border-radius: 3px; padding: 0 3px;
-  white-space: nowrap; }}
-.wb-leg:hover {{ background: #f1f3f4; }}
-.wb-leg .wb-leg-name {{ overflow: hidden; text-overflow: ellipsis; max-width: 150px; }}
-.wb-leg .wb-auc {{ margin-left: auto; padding-left: 8px; color: #202124; }}
-.wb-leg.wb-faded {{ opacity: 0.5; }}
-.wb-leg.wb-focus {{ background: #e8f0fe; font-weight: 600; }}
-[data-action]:focus-visible {{ outline: 2px solid var(--wb-accent); outline-offset: 1px; }}
-"""
-
-
-class ActionHTML(JSComponent):
-    """An HTML fragment (like :class:`~workbench.widgets._common.LiveHTML`) whose clicks come back to Python.
-
-    A click (or Enter / Space) on an element with ``data-action="<name>"`` and ``data-value="<v>"``,
-    or on a table row ``<tr data-method="<m>">`` (action "method", value ``m``), sends
-    ``{"action": name, "value": v}`` to Python, where the callbacks registered with
-    :meth:`on_action` receive it. The HTML is inserted as is: escape text that does not come from
-    the widget itself.
-    """
-
-    object = param.String(default="", doc="The HTML to show.")
-
-    _esm = """
-    export function render({ model, el }) {
-      const root = document.createElement("div");
-      root.className = "wb-live-html wb-action-html";
-      const draw = () => { root.innerHTML = model.object; };
-      function send(ev) {
-        const t = ev.target.closest("[data-action]");
-        if (t && root.contains(t)) {
-          model.send_msg({ action: t.dataset.action, value: t.dataset.value ?? "" });
-          return true;
-        }
-        const tr = ev.target.closest("tr[data-method]");
-        if (tr && root.contains(tr)) { model.send_msg({ action: "method", value: tr.dataset.method }); return true; }
-        return false;
-      }
-      root.addEventListener("click", send);
-      root.addEventListener("keydown", (ev) => {
-        if ((ev.key === "Enter" || ev.key === " ") && ev.target.closest("[data-action]") && send(ev)) {
-          ev.preventDefault();
-        }
-      });
-      draw();
-      model.on("object", draw);
-      el.appendChild(root);
-    }
-    """
-
-    def __init__(self, **params: Any):
-        super().__init__(**params)
-        self._action_callbacks: list[Callable[[str, str], None]] = []
-
-    def on_action(self, callback: Callable[[str, str], None]) -> None:
-        """Call ``callback(action, value)`` on every click of an element with a ``data-action``."""
-        self._action_callbacks.append(callback)
-
-    def _handle_msg(self, data: Any) -> None:
-        if not isinstance(data, Mapping) or "action" not in data:
-            return
-        action, value = str(data["action"]), str(data.get("value", ""))
-        for callback in list(self._action_callbacks):
-            callback(action, value)
+METRICS_CSS = asset("metrics_panel.css")
 
 
 # ---------------------------------------------------------------- validation
@@ -146,13 +56,15 @@ class Curves:
         (P,) x values in [0, 1], non-decreasing: the fraction of pixels removed or inserted.
     curve : np.ndarray
         (N, P) score of each image at each fraction.
-    auc : np.ndarray
-        (N,) area under each curve (given, or by the trapezoid rule with x rescaled to [0, 1]).
+    auc : np.ndarray or None
+        (N,) area under each curve as the metric computed it (``CausalFidelity.auc``, or the ``auc``
+        given with the curve); None when none was given: the panel shows no AUC then, rather than
+        computing one itself (the one AUC of the workbench is the metric's).
     """
 
     fractions: np.ndarray
     curve: np.ndarray
-    auc: np.ndarray
+    auc: np.ndarray | None
 
     @property
     def mean(self) -> np.ndarray:
@@ -182,17 +94,6 @@ def _nonfinite(arr: np.ndarray, where: str, what: str) -> None:
         kind = "NaN" if np.isnan(arr).any() else "infinite"
         shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
         raise ValueError(f"{where}: {kind} values in the {what} [{shown}]")
-
-
-def trapezoid_auc(fractions: np.ndarray, curve: np.ndarray) -> np.ndarray:
-    """(N,) area under each curve of ``curve`` (N, P) over ``fractions`` (P,) rescaled to [0, 1]
-    (the convention of :func:`~workbench.metrics.causal_fidelity.deletion`)."""
-    x = fractions - fractions[0]
-    span = x[-1]
-    if span <= 0:
-        return curve.mean(1)
-    x = x / span
-    return ((curve[:, 1:] + curve[:, :-1]) * np.diff(x)).sum(1) / 2
 
 
 def _check_one(value: Any, where: str, n: int) -> Curves:
@@ -231,9 +132,8 @@ def _check_one(value: Any, where: str, n: int) -> Curves:
             f"{where}: mismatched lengths: each curve has {c.shape[1]} points but fractions has {f.size}"
         )
     _nonfinite(c, where, "curves of images")
-    if auc is None:
-        a = trapezoid_auc(f, c)
-    else:
+    a = None
+    if auc is not None:
         a = _array(auc, f"{where} auc")
         if a.shape != (n,):
             raise ValueError(f"{where}: expected auc of shape ({n},) (one per image), got {a.shape}")
@@ -309,17 +209,6 @@ def check_metrics(metrics: Any, methods: Sequence[str], n: int) -> dict[str, dic
 # ---------------------------------------------------------------- rendering
 
 
-def fmt(v: float) -> str:
-    """Numbers as the browser shows them: 3 significant digits, exponent outside [1e-3, 1e4)."""
-    if not math.isfinite(v):
-        return "\u2013" if math.isnan(v) else str(v)
-    if v == 0:
-        return "0"
-    if 1e-3 <= abs(v) < 1e4:
-        return f"{float(f'{v:.3g}'):g}"
-    return f"{v:.2e}".replace("e-0", "e-").replace("e+0", "e+").replace("e-", "e\u2212")
-
-
 def method_colors(methods: Sequence[str]) -> dict[str, str]:
     """A colour per method, by position (cycling through :data:`METHOD_COLORS`)."""
     return {m: METHOD_COLORS[k % len(METHOD_COLORS)] for k, m in enumerate(methods)}
@@ -342,15 +231,44 @@ def _direction(kind: str) -> str:
     return "lower is better" if kind in LOWER_IS_BETTER else "higher is better"
 
 
-def _y_range(values: list[np.ndarray]) -> tuple[float, float]:
+def clean_score(c: Curves, kind: str) -> np.ndarray:
+    """(N,) the model's score on the unperturbed images: the first point of a deletion curve (nothing
+    removed yet), the last of an insertion curve (everything inserted; with ``max_fraction < 1`` that
+    point is the most inserted, not the clean image), the first point of any other kind."""
+    return c.curve[:, -1] if kind == "insertion" else c.curve[:, 0]
+
+
+def scaled_curves(c: Curves, kind: str, axis: str = "data") -> np.ndarray:
+    """(N, P) the curves as plotted: as given, or with ``axis="relative"`` each divided by its image's
+    :func:`clean_score` (a score of exactly 0 leaves that image's curve as given)."""
+    if axis not in CURVE_AXES:
+        raise ValueError(f"curve_axis: expected one of {list(CURVE_AXES)}, got {axis!r}")
+    if axis != "relative":
+        return c.curve
+    clean = clean_score(c, kind)
+    return c.curve / np.where(clean != 0, clean, 1.0)[:, None]
+
+
+def _nice_step(x: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= ``x`` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(x))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= x * (1 - 1e-9))
+
+
+def _y_range(values: list[np.ndarray], axis: str = "data") -> tuple[float, float]:
+    """The y range of one plot: ``"fixed"`` keeps [0, 1] for probabilities (so plots compare, but a
+    low-confidence model's curves lie flat along the bottom); ``"data"`` and ``"relative"`` fit the
+    plotted curves: their range widened to multiples of a round step (a quarter of the range or
+    more), so the ticks read as round numbers and the curves fill at least two thirds of the plot."""
     lo = min(float(v.min()) for v in values)
     hi = max(float(v.max()) for v in values)
-    if lo >= 0 and hi <= 1:
-        return 0.0, 1.0  # probabilities: the full scale, so plots compare
-    if hi - lo < 1e-12:
-        return lo - 0.5, hi + 0.5
-    pad = 0.05 * (hi - lo)
-    return lo - pad, hi + pad
+    if axis == "fixed" and lo >= 0 and hi <= 1:
+        return 0.0, 1.0
+    if hi - lo <= 1e-6 * max(abs(lo), abs(hi)):  # flat (up to float noise): half its value either side
+        half = 0.5 * abs(hi) or 0.5
+        lo, hi = lo - half, hi + half
+    step = _nice_step((hi - lo) / 4)
+    return round(math.floor(lo / step + 1e-9) * step, 12), round(math.ceil(hi / step - 1e-9) * step, 12)
 
 
 def _points(x: np.ndarray, y: np.ndarray, ylim: tuple[float, float]) -> list[tuple[float, float]]:
@@ -365,6 +283,10 @@ def _pts(points: list[tuple[float, float]]) -> str:
     return " ".join(f"{a:g},{b:g}" for a, b in points)
 
 
+def _auc_text(auc: float | None, prefix: str) -> str:
+    return "" if auc is None else f"{prefix}{fmt(auc)}"
+
+
 def _plot(
     kind: str,
     scope: str,
@@ -372,6 +294,7 @@ def _plot(
     series: list[dict[str, Any]],
     ylim: tuple[float, float],
     focus: str | None,
+    axis: str = "data",
 ) -> str:
     """One SVG plot: ``series`` of ``{"method", "color", "x", "y", "auc", "band"}``."""
     esc = html.escape
@@ -420,7 +343,7 @@ def _plot(
             f'<polyline class="{cls}" data-method="{m}" data-kind="{esc(kind)}" data-scope="{esc(scope)}"'
             f' data-action="method" data-value="{m}" points="{_pts(pts)}" stroke="{s["color"]}"'
             f' stroke-width="{width:g}" stroke-opacity="{opacity:g}">'
-            f"<title>{m} \u00b7 {esc(kind)} AUC {fmt(s['auc'])}</title></polyline>"
+            f"<title>{m} \u00b7 {esc(kind)}{_auc_text(s['auc'], ' AUC ')}</title></polyline>"
         )
     parts.append("</svg>")
     legend = []
@@ -430,11 +353,11 @@ def _plot(
         legend.append(
             f'<div class="wb-leg{state}" data-action="method" data-value="{m}" data-method="{m}" role="button"'
             f' tabindex="0" title="click to highlight {m}"><span class="wb-swatch" style="background:{s["color"]}">'
-            f'</span><span class="wb-leg-name">{m}</span><span class="wb-auc">AUC {fmt(s["auc"])}</span></div>'
+            f'</span><span class="wb-leg-name">{m}</span><span class="wb-auc">{_auc_text(s["auc"], "AUC ")}</span></div>'
         )
     return (
-        f'<figure class="wb-plot" data-kind="{esc(kind)}" data-scope="{esc(scope)}">'
-        f'<figcaption>{caption} <span class="wb-dir">AUC: {_direction(kind)}</span></figcaption>'
+        f'<figure class="wb-plot" data-kind="{esc(kind)}" data-scope="{esc(scope)}" data-ylim="{lo:.6g},{hi:.6g}">'
+        f'<figcaption>{caption} <span class="wb-dir">AUC: {_direction(kind)}{_AXIS_NOTE[axis]}</span></figcaption>'
         f'{"".join(parts)}<div class="wb-legend">{"".join(legend)}</div></figure>'
     )
 
@@ -446,8 +369,14 @@ def curves_html(
     index: int,
     n: int,
     focus: str | None,
+    axis: str = "data",
 ) -> str:
-    """The curves section: per kind, a plot for image ``index`` and one of the mean over ``n`` images."""
+    """The curves section: per kind, a plot for image ``index`` and one of the mean over ``n`` images.
+
+    ``axis`` sets the y axis of each plot: ``"data"`` fits the plotted curves, ``"relative"`` divides
+    each curve by its image's clean score (:func:`clean_score`) and fits those, ``"fixed"`` is [0, 1]
+    for probabilities. The AUCs shown are always the metric's, of the curves as given.
+    """
     shown = [m for m in methods if m in curves]
     kinds = curve_kinds(curves, shown)
     if not kinds:
@@ -462,25 +391,29 @@ def curves_html(
                 c = curves[m].get(kind)
                 if c is None:
                     continue
+                ys = scaled_curves(c, kind, axis)
                 if scope == "image":
-                    y, auc, band = c.curve[index], float(c.auc[index]), None
+                    y, auc, band = ys[index], None if c.auc is None else float(c.auc[index]), None
                 else:
-                    y, auc, band = c.mean, float(c.auc.mean()), c.sem
+                    band = ys.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(ys.shape[1])
+                    y, auc = ys.mean(0), None if c.auc is None else float(c.auc.mean())
                 series.append(
                     {"method": m, "color": colors[m], "x": c.fractions, "y": y, "auc": auc, "band": band}
                 )
-            every = [curves[m][kind].curve for m in shown if kind in curves[m]]
-            ylim = _y_range(every)
+            # the plotted values (the mean's band too) set the axis of this plot
+            ylim = _y_range(
+                [s["y"] for s in series], axis
+            )  # the curves set the axis; bands are clipped to it
             title = esc(kind.capitalize())
             caption = (
                 f"{title} \u00b7 image #{index}" if scope == "image" else f"{title} \u00b7 mean of {n} images"
             )
-            figures.append(_plot(kind, scope, caption, series, ylim, focus))
+            figures.append(_plot(kind, scope, caption, series, ylim, focus, axis))
     hint = "click a method (row, legend, curve or column title) to highlight it"
     if focus is not None:
         hint = f"{esc(focus)} highlighted \u00b7 click it again to show all alike"
     return (
-        f'<div class="wb-curves" data-index="{index}" data-selected-method="{esc(focus or "")}"'
+        f'<div class="wb-curves" data-index="{index}" data-selected-method="{esc(focus or "")}" data-axis="{axis}"'
         f' data-kinds="{esc(",".join(kinds))}" style="--wb-kinds: {len(kinds)}">'
         f'<div class="wb-section">Curves<span class="wb-hint">{hint}</span></div>'
         f'<div class="wb-plots">{"".join(figures)}</div></div>'
@@ -495,6 +428,7 @@ def metrics_html(
     index: int,
     n: int,
     focus: str | None,
+    axis: str = "data",
 ) -> str:
     """The whole panel for image ``index``: the table of ``methods`` with metrics (their values, and
     each curve kind's AUC), then the curves; "" when no shown method has either."""
@@ -506,7 +440,8 @@ def metrics_html(
     for m in rows:
         names += [k for k in metrics.get(m, {}) if k not in names]
     kinds = curve_kinds(curves, rows)
-    auc_cols = [(k, f"{k} AUC") for k in kinds if f"{k} AUC" not in names]
+    with_auc = [k for k in kinds if any(curves[m][k].auc is not None for m in rows if k in curves.get(m, {}))]
+    auc_cols = [(k, f"{k} AUC") for k in with_auc if f"{k} AUC" not in names]
     esc = html.escape
     per_image = False
 
@@ -550,4 +485,4 @@ def metrics_html(
         '<div class="wb-section">Metrics</div>'
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}</div>"
     )
-    return table + curves_html(curves, rows, colors, index, n, focus)
+    return table + curves_html(curves, rows, colors, index, n, focus, axis)

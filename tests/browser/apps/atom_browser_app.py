@@ -67,7 +67,7 @@ if __name__.startswith("bokeh"):  # run by `panel serve`
     torch.set_num_threads(1)
     import panel as pn
 
-    from workbench.widgets._common import LiveHTML
+    from workbench.widgets.html import LiveHTML
 
     # Computed once per server: every session (the test's readiness probes too) reuses the statistics.
     browser, _data, _store = build(prepared=pn.state.as_cached("atom_browser_app", prepare))

@@ -11,7 +11,10 @@ metrics on the app's model, 10 steps, well under a second for 6 images). :func:`
 imported by the tests to know the expected values.
 
 Environment variables (all optional): WB_APP_N (images, default 6), WB_APP_SEED (default 0),
-WB_APP_MODEL (default "zoo:resnet_shapes"; random-init stand-in when the zoo weights are missing).
+WB_APP_MODEL (default "zoo:resnet_shapes"; random-init stand-in when the zoo weights are missing),
+WB_APP_TEMPERATURE (default 1: the model's logits are divided by it, so 30 makes a model as unsure
+of itself as a 1000-class model on a photo: its deletion / insertion scores stay near 1 / classes).
+The images are named ``img_<i>`` (``names=``), as ``sample_images`` names its photos.
 """
 
 import os
@@ -24,7 +27,21 @@ from workbench.data.planted import planted_shapes
 N = int(os.environ.get("WB_APP_N", "6"))
 SEED = int(os.environ.get("WB_APP_SEED", "0"))
 MODEL = os.environ.get("WB_APP_MODEL", "zoo:resnet_shapes")
-BLUR, NOISE, GRAD = "mask (blurred)", "noise 8\u00d78", "gradient \u00d7 input"
+# a method key with underscores, as registry names are: its column title must wrap between words only
+BLUR, NOISE, GRAD = "blurred_object_mask", "noise 8\u00d78", "gradient \u00d7 input"
+TEMPERATURE = float(os.environ.get("WB_APP_TEMPERATURE", "1"))
+
+
+class Tempered(torch.nn.Module):
+    """``model`` with its logits divided by ``temperature`` (same predictions, lower confidence)."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float):
+        super().__init__()
+        self.model, self.temperature = model, temperature
+        self.labels = getattr(model, "labels", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) / self.temperature
 
 
 def make_maps(data, model=None, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -86,6 +103,9 @@ if __name__.startswith("bokeh"):  # run by `panel serve`
         )
         title = "PlantedShapes \u00b7 random-init timm:test_resnet (zoo weights missing)"
 
+    if TEMPERATURE != 1:
+        model = Tempered(model, TEMPERATURE)
+        title += f" \u00b7 logits / {TEMPERATURE:g}"
     maps = make_maps(data, model, seed=SEED)
     viewer = AttributionViewer(
         data.images,
@@ -97,5 +117,6 @@ if __name__.startswith("bokeh"):  # run by `panel serve`
         metrics=metrics_of(maps, data.object_masks),
         curves=curves_of(model, data, maps),
         title=title,
+        names=[f"img_{i:03d}" for i in range(len(data))],
     )
     pn.Column(viewer, sizing_mode="stretch_width").servable(title="AttributionViewer")

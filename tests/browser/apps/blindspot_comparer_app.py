@@ -58,7 +58,7 @@ if __name__.startswith("bokeh"):  # run by `panel serve`
     torch.set_num_threads(1)
     import panel as pn
 
-    from workbench.widgets._common import LiveHTML
+    from workbench.widgets.html import LiveHTML
 
     comparer, _result = build()
     status = LiveHTML(object="", margin=(5, 10))

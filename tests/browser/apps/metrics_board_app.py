@@ -55,7 +55,7 @@ if __name__.startswith("bokeh"):  # run by `panel serve`
     import panel as pn
 
     from workbench.widgets import MetricsBoard
-    from workbench.widgets._common import LiveHTML
+    from workbench.widgets.html import LiveHTML
 
     board = MetricsBoard(
         make_table(),
