@@ -243,7 +243,7 @@ def shapley_kernel(m: int, k: torch.Tensor) -> torch.Tensor:
 
 
 # -- LIME ----------------------------------------------------------------------------------------
-@register("lime")
+@register("lime", paper='Ribeiro, Singh & Guestrin, "Why Should I Trust You?", KDD 2016')
 def lime(
     model,
     x: torch.Tensor,
@@ -376,7 +376,9 @@ def shap_coalitions(m: int, n_samples: int, gen: torch.Generator) -> tuple[torch
     return coalitions, weights
 
 
-@register("kernel_shap")
+@register(
+    "kernel_shap", paper="Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017"
+)
 def kernel_shap(
     model,
     x: torch.Tensor,
