@@ -23,10 +23,7 @@ import torch
 from torch import nn
 
 from workbench.attribution._base import reduce_channels
-from workbench.attribution.occlusion_patches import occlusion, window_grid
-from workbench.attribution.registry import explainer
-from workbench.attribution.rise_sampling import RiseMasks, rise
-from workbench.attribution.surrogates import (
+from workbench.attribution.lime_kernel_shap import (
     constrained_wls,
     grid_segments,
     kernel_shap,
@@ -36,6 +33,9 @@ from workbench.attribution.surrogates import (
     squared_pixel_distances,
     weighted_ridge,
 )
+from workbench.attribution.occlusion_patches import occlusion, window_grid
+from workbench.attribution.registry import explainer
+from workbench.attribution.rise_masks import RiseMasks, rise
 from workbench.models import load_model
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from region_models import region_setup
 
-from workbench.attribution.frequency_filter import (
+from workbench.attribution.forgrad_filter import (
     ForgradSigma,
     default_sigmas,
     forgrad,

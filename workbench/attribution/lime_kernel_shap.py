@@ -24,7 +24,7 @@ from workbench._core.validation import check_int
 from workbench.attribution._base import finite_maps, perturbed_scores, prepare
 from workbench.attribution.occlusion_patches import expand_baseline
 from workbench.attribution.registry import register
-from workbench.attribution.rise_sampling import check_probability
+from workbench.attribution.rise_masks import check_probability
 
 Segmentation = Literal["grid", "slic"] | torch.Tensor | np.ndarray
 
