@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import panel as pn
 import param
-from panel.viewable import Viewer
 
 from workbench.widgets.checks import float_array, method_dicts
 from workbench.widgets.html import ActionHTML, asset, ensure_extension, fmt
+from workbench.widgets.viewer import LayoutViewer
 
 _CSS = asset("metrics_board.css")
 
@@ -99,7 +98,7 @@ def _check_table(table: Any) -> tuple[dict[str, dict[str, np.ndarray]], list[str
     return out, metrics, n
 
 
-class MetricsBoard(Viewer):
+class MetricsBoard(LayoutViewer):
     """A methods x metrics table over a dataset: mean +- standard error, the best per column, sortable.
 
     Parameters
@@ -169,6 +168,7 @@ class MetricsBoard(Viewer):
             object="", stylesheets=[_CSS], margin=(5, 5), css_classes=["wb-metrics-board"]
         )
         self._table.on_action(self._on_action)
+        self._layout = self._table
         self._render()
         self.param.watch(self._render, ["sort_by", "ascending", "selected"])
 
@@ -340,17 +340,8 @@ class MetricsBoard(Viewer):
     def _render(self, *_events: Any) -> None:
         self._table.object = self._html()
 
-    def panel(self) -> pn.viewable.Viewable:
-        """The Panel layout (also what displaying the board shows)."""
-        return self._table
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._table
-
     def __repr__(self) -> str:
         return (
             f"MetricsBoard(methods={self.methods}, metrics={self.metric_names}, n={self.n},"
             f" sort_by={self.sort_by!r}, ascending={self.ascending}, selected={self.selected!r})"
         )
-
-    __str__ = __repr__
