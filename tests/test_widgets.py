@@ -488,3 +488,37 @@ def test_names_show_in_thumbnails_and_detail(data):
     assert 'Image #4 \u00b7 <span class="wb-name">img_004</span>' in v._detail_info.object
     with pytest.raises(ValueError, match="expected 64 names"):
         viewer_of(data, names=names[:10])
+
+
+def test_widget_bases_show_one_layout_and_page_within_bounds():
+    """Every widget shows ``_layout`` through :class:`LayoutViewer` (``panel()``, ``__panel__``, ``str``
+    = ``repr``); :class:`PagedViewer` pages stay in [0, n_pages)."""
+    import param
+
+    import workbench.widgets as widgets
+    from workbench.widgets.viewer import LayoutViewer, PagedViewer
+
+    for name in widgets.__all__:
+        obj = getattr(widgets, name)
+        if isinstance(obj, type):
+            assert issubclass(obj, LayoutViewer), name
+
+    class Pages(PagedViewer):
+        page = param.Integer(default=0)
+        n_pages = 3
+
+        def __init__(self):
+            super().__init__()
+            self._layout = pn.pane.HTML("pages")
+
+        def __repr__(self) -> str:
+            return f"Pages(page={self.page})"
+
+    p = Pages()
+    p.previous_page()
+    assert p.page == 0
+    for _ in range(5):
+        p.next_page()
+    assert p.page == 2
+    assert p.panel() is p.__panel__() is p._layout
+    assert str(p) == repr(p) == "Pages(page=2)"

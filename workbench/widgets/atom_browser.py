@@ -31,7 +31,6 @@ import numpy as np
 import panel as pn
 import param
 import torch
-from panel.viewable import Viewer
 
 from workbench._core.validation import check_images, check_int
 from workbench.data.activation_rows import ActivationRows
@@ -41,13 +40,14 @@ from workbench.widgets.checks import check_atom
 from workbench.widgets.html import ActionHTML, asset, ensure_extension, fmt, svg_histogram, widget_kwargs
 from workbench.widgets.images import crop_box, crop_tile, heat_tile, token_map
 from workbench.widgets.paging import paging_controls
+from workbench.widgets.viewer import PagedViewer
 
 CSS = asset("atom_browser.css")
 _DOT = " \u00b7 "
 _CACHE = 256
 
 
-class AtomBrowser(Viewer):
+class AtomBrowser(PagedViewer):
     """Paged browser of a sparse dictionary's atoms, with a detail view of the selected atom.
 
     Parameters
@@ -283,12 +283,6 @@ class AtomBrowser(Viewer):
     def page_atoms(self) -> list[int]:
         """The atoms on the shown page."""
         return [int(a) for a in self.order[self.page * self.page_size : (self.page + 1) * self.page_size]]
-
-    def next_page(self) -> None:
-        self.page = min(self.page + 1, self.n_pages - 1)
-
-    def previous_page(self) -> None:
-        self.page = max(self.page - 1, 0)
 
     def select(self, atom: int | None) -> None:
         """Select ``atom`` and show the page that holds it; :meth:`on_select` callbacks receive it."""
@@ -546,11 +540,6 @@ class AtomBrowser(Viewer):
         self.param.watch(self._render, ["page", "selected", "rank_class", "opacity"])
         self.param.watch(self._on_dead_atoms, ["dead_atoms"])
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
-
     def __repr__(self) -> str:
         return (f"AtomBrowser(n_atoms={self.n_atoms}, n_images={self.n_images}, page={self.page}/{self.n_pages},"
                 f" selected={self.selected}, rank_class={self.rank_class!r})")  # fmt: skip
-
-    __str__ = __repr__

@@ -35,7 +35,6 @@ import numpy as np
 import panel as pn
 import param
 import torch
-from panel.viewable import Viewer
 
 from workbench.models.scoring import predict
 from workbench.widgets.checks import (
@@ -74,6 +73,7 @@ from workbench.widgets.metrics_panel import (
     plots_width,
 )
 from workbench.widgets.paging import paging_controls
+from workbench.widgets.viewer import PagedViewer
 
 AUTO = "auto"
 UPSAMPLING = ("nearest", "bilinear")
@@ -83,7 +83,7 @@ _SEP = " \u00b7 "
 _CSS = asset("attribution_viewer.css")
 
 
-class AttributionViewer(Viewer):
+class AttributionViewer(PagedViewer):
     """Attribution maps of several methods over their images: a paged grid, hover values, a detail view.
 
     Rows are images, columns the raw image and then one map per method, drawn as a colormap
@@ -322,14 +322,6 @@ class AttributionViewer(Viewer):
         index = check_index(index, self.n)
         self.selected = index
 
-    def next_page(self) -> None:
-        """Go to the next page of the grid (stays on the last one)."""
-        self.page = min(self.page + 1, self.n_pages - 1)
-
-    def previous_page(self) -> None:
-        """Go to the previous page of the grid (stays on the first one)."""
-        self.page = max(self.page - 1, 0)
-
     def colormap_of(self, method: str) -> str:
         """The colormap ``method`` is drawn with (``cmap``, or the "auto" choice for its sign)."""
         self._check_method(method)
@@ -353,20 +345,11 @@ class AttributionViewer(Viewer):
             self.opacity, vmin, vmax, smooth=self.upsampling == "bilinear", fade=self.fade,
         )  # fmt: skip
 
-    def panel(self) -> pn.viewable.Viewable:
-        """The Panel layout (also what displaying the viewer shows)."""
-        return self._layout
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
-
     def __repr__(self) -> str:
         return (
             f"AttributionViewer(n={self.n}, methods={self.shown_methods}, selected={self.selected},"
             f" page={self.page + 1}/{self.n_pages})"
         )
-
-    __str__ = __repr__
 
     # ------------------------------------------------------------------ payloads
     def _check_method(self, method: str) -> None:

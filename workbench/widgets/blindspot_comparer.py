@@ -25,7 +25,6 @@ import numpy as np
 import panel as pn
 import param
 import torch
-from panel.viewable import Viewer
 
 from workbench._core.validation import check_images, check_int
 from workbench.data.activation_rows import ActivationRows
@@ -34,6 +33,7 @@ from workbench.widgets.atom_browser import CSS as _ATOM_CSS
 from workbench.widgets.checks import check_atom
 from workbench.widgets.html import ActionHTML, asset, ensure_extension, fmt, widget_kwargs
 from workbench.widgets.images import heat_tile, token_map
+from workbench.widgets.viewer import LayoutViewer
 
 _CSS = _ATOM_CSS + asset("blindspot_comparer.css")
 _W, _H = 520, 300
@@ -81,7 +81,7 @@ class _Set:
         return rows if self.encoded else encode_rows(self.sae, rows, self.batch)
 
 
-class BlindspotComparer(Viewer):
+class BlindspotComparer(LayoutViewer):
     """Atoms that a compared set ``b`` suppresses or exaggerates relative to a reference set ``a``.
 
     Parameters
@@ -330,11 +330,6 @@ class BlindspotComparer(Viewer):
         self._render()
         self.param.watch(self._render, ["selected", "opacity"])
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
-
     def __repr__(self) -> str:
         return (f"BlindspotComparer(n_atoms={self.n_atoms}, suppressed={self.suppressed[:5]},"
                 f" exaggerated={self.exaggerated[:5]}, selected={self.selected})")  # fmt: skip
-
-    __str__ = __repr__

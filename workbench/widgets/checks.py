@@ -7,7 +7,7 @@ Every check accepts tensors, NumPy arrays (and lists where it says so) and raise
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -205,3 +205,37 @@ def check_class_names(
         if arr is not None and arr.size and int(arr.max()) >= len(out):
             raise ValueError(f"{name}: class index {int(arr.max())} is out of range for {len(out)} {arg}")
     return out
+
+
+def float_array(value: Any, where: str, expected: str, got: Callable[[Any], str] = repr) -> np.ndarray:
+    """``value`` (a number, list, array or tensor of any dtype) as a float64 NumPy array; otherwise a
+    ``ValueError`` "``where``: expected ``expected``, got ``got(value)``"."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().double().numpy()  # via float64: NumPy has no bfloat16
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: expected {expected}, got {got(value)}") from err
+
+
+def method_dicts(
+    table: Any, name: str, outer: str, inner: str, methods: Sequence[str] | None = None
+) -> Iterator[tuple[Any, Mapping]]:
+    """The ``(method, dict)`` items of a ``{method: {key: value}}`` argument ``name``, checked as they are
+    read: ``table`` a dict (checked at once; ``outer`` shows the expected form), each method among
+    ``methods`` (any non-empty string when None), each value a dict (``inner`` shows its form)."""
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{name}: expected a dict {outer}, got {type(table).__name__}")
+
+    def items() -> Iterator[tuple[Any, Mapping]]:
+        for method, value in table.items():
+            if methods is None:
+                if not isinstance(method, str) or not method:
+                    raise ValueError(f"{name}: method names must be non-empty strings, got {method!r}")
+            elif method not in methods:
+                raise ValueError(f"{name}: unknown method {method!r}; the methods are {list(methods)}")
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{name}[{method!r}]: expected a dict {inner}, got {type(value).__name__}")
+            yield method, value
+
+    return items()

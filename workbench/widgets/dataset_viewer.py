@@ -23,7 +23,6 @@ import numpy as np
 import panel as pn
 import param
 import torch
-from panel.viewable import Viewer
 
 from workbench.models.scoring import predict
 from workbench.widgets.checks import (
@@ -50,6 +49,7 @@ from workbench.widgets.html import (
 from workbench.widgets.images import contour_overlay, png_data_uri
 from workbench.widgets.paging import paging_controls
 from workbench.widgets.thumbnail_grid import ThumbnailGrid
+from workbench.widgets.viewer import PagedViewer
 
 ALL_CLASSES = "all classes"
 SHOW_OPTIONS = ("all", "mistakes", "correct")
@@ -58,7 +58,7 @@ _THUMB_CACHE_SIZE = 1024
 _CSS = asset("dataset_viewer.css")
 
 
-class DatasetViewer(Viewer):
+class DatasetViewer(PagedViewer):
     """A paged thumbnail grid of images with labels, predictions, object masks and concepts.
 
     Click a thumbnail (or call :meth:`select`) to show it large in the detail pane, with the
@@ -267,14 +267,6 @@ class DatasetViewer(Viewer):
         index = check_index(index, self.n)
         self.selected = index
 
-    def next_page(self) -> None:
-        """Go to the next page (stays on the last one)."""
-        self.page = min(self.page + 1, self.n_pages - 1)
-
-    def previous_page(self) -> None:
-        """Go to the previous page (stays on the first one)."""
-        self.page = max(self.page - 1, 0)
-
     def item(self, index: int) -> dict[str, Any]:
         """What the detail pane shows for ``index``: label, prediction, confidence, concepts (names)."""
         if not 0 <= int(index) < self.n:
@@ -292,17 +284,8 @@ class DatasetViewer(Viewer):
         )
         return out
 
-    def panel(self) -> pn.viewable.Viewable:
-        """The Panel layout (also what displaying the viewer shows)."""
-        return self._layout
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
-
     def __repr__(self) -> str:
         return f"DatasetViewer(n={self.n}, selected={self.selected}, page={self.page + 1}/{self.n_pages})"
-
-    __str__ = __repr__
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:

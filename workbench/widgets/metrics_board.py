@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import panel as pn
 import param
-import torch
-from panel.viewable import Viewer
 
+from workbench.widgets.checks import float_array, method_dicts
 from workbench.widgets.html import ActionHTML, asset, ensure_extension, fmt
+from workbench.widgets.viewer import LayoutViewer
 
 _CSS = asset("metrics_board.css")
 
@@ -56,37 +55,22 @@ def _auto_lower(metric: str) -> bool:
 
 def _check_table(table: Any) -> tuple[dict[str, dict[str, np.ndarray]], list[str], int | None]:
     """``{method: {metric: scalar or (N,)}}`` -> float64 arrays (0-d or (N,)), the metric names, N."""
-    if not isinstance(table, Mapping):
-        raise ValueError(
-            f"table: expected a dict {{method: {{metric: per-image values (N,) or a number}}}}, got"
-            f" {type(table).__name__}"
-        )
+    rows = method_dicts(
+        table, "table", "{method: {metric: per-image values (N,) or a number}}", "{metric name: values}"
+    )
     if not table:
         raise ValueError("table: expected at least one method, got an empty dict")
     out: dict[str, dict[str, np.ndarray]] = {}
     metrics: list[str] = []
     n: int | None = None
     first: str = ""
-    for method, scores in table.items():
-        if not isinstance(method, str) or not method:
-            raise ValueError(f"table: method names must be non-empty strings, got {method!r}")
-        if not isinstance(scores, Mapping):
-            raise ValueError(
-                f"table[{method!r}]: expected a dict {{metric name: values}}, got {type(scores).__name__}"
-            )
+    for method, scores in rows:
         out[method] = {}
         for metric, value in scores.items():
             where = f"table[{method!r}][{metric!r}]"
             if not isinstance(metric, str) or not metric:
                 raise ValueError(f"table[{method!r}]: metric names must be non-empty strings, got {metric!r}")
-            if isinstance(value, torch.Tensor):
-                value = value.detach().cpu().double().numpy()
-            try:
-                arr = np.asarray(value, dtype=np.float64)
-            except (TypeError, ValueError) as err:
-                raise ValueError(
-                    f"{where}: expected a number or per-image numbers (N,), got {value!r}"
-                ) from err
+            arr = float_array(value, where, "a number or per-image numbers (N,)")
             if arr.ndim > 1 or arr.size == 0:
                 raise ValueError(
                     f"{where}: expected a number or per-image values of shape (N,), got shape {arr.shape}"
@@ -114,7 +98,7 @@ def _check_table(table: Any) -> tuple[dict[str, dict[str, np.ndarray]], list[str
     return out, metrics, n
 
 
-class MetricsBoard(Viewer):
+class MetricsBoard(LayoutViewer):
     """A methods x metrics table over a dataset: mean +- standard error, the best per column, sortable.
 
     Parameters
@@ -184,6 +168,7 @@ class MetricsBoard(Viewer):
             object="", stylesheets=[_CSS], margin=(5, 5), css_classes=["wb-metrics-board"]
         )
         self._table.on_action(self._on_action)
+        self._layout = self._table
         self._render()
         self.param.watch(self._render, ["sort_by", "ascending", "selected"])
 
@@ -355,17 +340,8 @@ class MetricsBoard(Viewer):
     def _render(self, *_events: Any) -> None:
         self._table.object = self._html()
 
-    def panel(self) -> pn.viewable.Viewable:
-        """The Panel layout (also what displaying the board shows)."""
-        return self._table
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._table
-
     def __repr__(self) -> str:
         return (
             f"MetricsBoard(methods={self.methods}, metrics={self.metric_names}, n={self.n},"
             f" sort_by={self.sort_by!r}, ascending={self.ascending}, selected={self.selected!r})"
         )
-
-    __str__ = __repr__

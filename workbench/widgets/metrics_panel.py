@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
+from workbench.widgets.checks import float_array, method_dicts
 from workbench.widgets.html import asset, fmt
 
 #: Colours of the methods (d3's category10), by position in the viewer's methods.
@@ -79,12 +79,7 @@ class Curves:
 
 
 def _array(value: Any, where: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().double().numpy()
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: expected numbers, got {type(value).__name__}") from err
+    return float_array(value, where, "numbers", got=lambda v: type(v).__name__)
 
 
 def _nonfinite(arr: np.ndarray, where: str, what: str) -> None:
@@ -146,20 +141,11 @@ def check_curves(curves: Any, methods: Sequence[str], n: int) -> dict[str, dict[
     known methods, ``(N, P)`` finite curves matching their ``(P,)`` fractions in [0, 1]."""
     if curves is None:
         return {}
-    if not isinstance(curves, Mapping):
-        raise ValueError(
-            "curves: expected a dict {method: {'deletion': CausalFidelity or (fractions, curve), ...}},"
-            f" got {type(curves).__name__}"
-        )
     out: dict[str, dict[str, Curves]] = {}
-    for method, kinds in curves.items():
-        if method not in methods:
-            raise ValueError(f"curves: unknown method {method!r}; the methods are {list(methods)}")
-        if not isinstance(kinds, Mapping):
-            raise ValueError(
-                f"curves[{method!r}]: expected a dict {{'deletion': ..., 'insertion': ...}}, got"
-                f" {type(kinds).__name__}"
-            )
+    outer = "{method: {'deletion': CausalFidelity or (fractions, curve), ...}}"
+    for method, kinds in method_dicts(
+        curves, "curves", outer, "{'deletion': ..., 'insertion': ...}", methods
+    ):
         out[method] = {}
         for kind, value in kinds.items():
             if not isinstance(kind, str) or not kind:
@@ -172,29 +158,14 @@ def check_metrics(metrics: Any, methods: Sequence[str], n: int) -> dict[str, dic
     """``{method: {metric: float or (N,) per-image values}}`` -> the same with floats / float arrays."""
     if metrics is None:
         return {}
-    if not isinstance(metrics, Mapping):
-        raise ValueError(
-            f"metrics: expected a dict {{method: {{metric: value}}}}, got {type(metrics).__name__}"
-        )
     out: dict[str, dict[str, Any]] = {}
-    for method, scores in metrics.items():
-        if method not in methods:
-            raise ValueError(f"metrics: unknown method {method!r}; the methods are {list(methods)}")
-        if not isinstance(scores, Mapping):
-            raise ValueError(
-                f"metrics[{method!r}]: expected a dict {{metric name: value}}, got {type(scores).__name__}"
-            )
+    for method, scores in method_dicts(
+        metrics, "metrics", "{method: {metric: value}}", "{metric name: value}", methods
+    ):
         out[method] = {}
         for metric, value in scores.items():
             where = f"metrics[{method!r}][{metric!r}]"
-            if isinstance(value, torch.Tensor):
-                value = value.detach().cpu().numpy()
-            try:
-                arr = np.asarray(value, dtype=np.float64)
-            except (TypeError, ValueError) as err:
-                raise ValueError(
-                    f"{where}: expected a number or {n} per-image numbers, got {value!r}"
-                ) from err
+            arr = float_array(value, where, f"a number or {n} per-image numbers")
             if arr.ndim == 0:
                 out[method][str(metric)] = float(arr)
             elif arr.shape == (n,):

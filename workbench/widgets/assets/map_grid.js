@@ -164,6 +164,28 @@ export function render({ model, el }) {
   function build() {
     const [H, W] = model.image_shape;
     const cw = model.cell_size, ch = Math.max(1, Math.round(cw * H / W));
+    // A column cell cw wide (of image row ``index`` when given), the stack of layers of a picture in
+    // it, and a layer (the image, or the contour of its mask; the map is a canvas).
+    function column(cls, index) {
+      const c = div(cls);
+      c.style.width = cw + "px";
+      if (index !== undefined) { c.dataset.index = String(index); }
+      return c;
+    }
+    function stack() {
+      const st = div("wb-stack");
+      st.style.width = cw + "px";
+      st.style.height = ch + "px";
+      return st;
+    }
+    function layer(cls, src, alt) {
+      const im = document.createElement("img");
+      im.className = cls;
+      im.src = src;
+      im.alt = alt;
+      if (cls === "wb-base") { im.draggable = false; }  // dragging it would move the picture, not hover the map
+      return im;
+    }
     body.replaceChildren();
     idle();
     tip.hidden = true;
@@ -174,13 +196,11 @@ export function render({ model, el }) {
     if (!model.rows.length) { body.appendChild(div("wb-empty", "No images.")); return; }
     if (!detail) {  // header: column titles and the colour scale of each method
       const head = div("wb-row wb-head");
-      const first = div("wb-cell wb-image-cell");
-      first.style.width = cw + "px";
+      const first = column("wb-cell wb-image-cell");
       first.appendChild(div("wb-col-title", "image"));
       head.appendChild(first);
       for (const col of model.columns) {
-        const c = div("wb-cell wb-map-cell");
-        c.style.width = cw + "px";
+        const c = column("wb-cell wb-map-cell");
         const title = pick(titled("wb-col-title", col.title), col);
         title.title = col.title + (model.pickable ? " · click to show its metrics" : "");
         c.append(title, colorbar(col, col.signed ? ["−s", "0", "+s"] : ["0", "s"]));
@@ -206,26 +226,11 @@ export function render({ model, el }) {
         });
       }
       // the image itself
-      const ic = div("wb-cell wb-image-cell");
-      ic.style.width = cw + "px";
-      ic.dataset.index = String(row.index);
+      const ic = column("wb-cell wb-image-cell", row.index);
       if (detail) { ic.appendChild(div("wb-col-title", "image")); }
-      const is = div("wb-stack");
-      is.style.width = cw + "px";
-      is.style.height = ch + "px";
-      const img = document.createElement("img");
-      img.className = "wb-base";
-      img.src = row.src;
-      img.alt = row.alt;
-      img.draggable = false;
-      is.appendChild(img);
-      if (row.contour) {
-        const ct = document.createElement("img");
-        ct.className = "wb-contour";
-        ct.src = row.contour;
-        ct.alt = "";
-        is.appendChild(ct);
-      }
+      const is = stack();
+      is.appendChild(layer("wb-base", row.src, row.alt));
+      if (row.contour) { is.appendChild(layer("wb-contour", row.contour, "")); }
       ic.appendChild(is);
       ic.appendChild(div("wb-caption", row.caption));
       if (row.sub) { ic.appendChild(div("wb-caption" + (row.status ? " wb-" + row.status : ""), row.sub)); }
@@ -234,19 +239,11 @@ export function render({ model, el }) {
       for (const col of model.columns) {
         const cell = row.cells[col.key];
         if (cell === undefined) { continue; }  // rows and columns of one update arrive one by one
-        const c = div("wb-cell wb-map-cell");
-        c.style.width = cw + "px";
-        c.dataset.index = String(row.index);
+        const c = column("wb-cell wb-map-cell", row.index);
         c.dataset.method = col.key;
         if (detail) { c.appendChild(pick(titled("wb-col-title", col.title), col)); }
-        const st = div("wb-stack");
-        st.style.width = cw + "px";
-        st.style.height = ch + "px";
-        const base = document.createElement("img");
-        base.className = "wb-base";
-        base.src = row.src;
-        base.alt = "";
-        base.draggable = false;
+        const st = stack();
+        const base = layer("wb-base", row.src, "");
         const canvas = document.createElement("canvas");
         canvas.className = "wb-map";
         canvas.setAttribute("role", "img");
@@ -254,13 +251,7 @@ export function render({ model, el }) {
         const values = decode(cell.data);
         paint(canvas, cell, values, col.cmap);
         st.append(base, canvas);
-        if (row.contour) {
-          const ct = document.createElement("img");
-          ct.className = "wb-contour";
-          ct.src = row.contour;
-          ct.alt = "";
-          st.appendChild(ct);
-        }
+        if (row.contour) { st.appendChild(layer("wb-contour", row.contour, "")); }
         st.addEventListener("mousemove", (ev) => hover(ev, st, row, col, cell, values));
         st.addEventListener("mouseleave", () => { tip.hidden = true; readout.classList.add("wb-stale"); });
         c.appendChild(st);
