@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import BatchLog, bare_passes, interleaved, machine, sync, table  # noqa: E402
 
 import workbench.attribution as A  # noqa: E402
-from workbench.attribution.surrogates import grid_segments  # noqa: E402
+from workbench.attribution.lime_kernel_shap import grid_segments  # noqa: E402
 from workbench.models import load_model  # noqa: E402
 
 

@@ -23,10 +23,7 @@ import torch
 from torch import nn
 
 from workbench.attribution._base import reduce_channels
-from workbench.attribution.occlusion_patches import occlusion, window_grid
-from workbench.attribution.registry import explainer
-from workbench.attribution.rise_sampling import RiseMasks, rise
-from workbench.attribution.surrogates import (
+from workbench.attribution.lime_kernel_shap import (
     constrained_wls,
     grid_segments,
     kernel_shap,
@@ -36,6 +33,9 @@ from workbench.attribution.surrogates import (
     squared_pixel_distances,
     weighted_ridge,
 )
+from workbench.attribution.occlusion_patches import occlusion, window_grid
+from workbench.attribution.registry import explainer
+from workbench.attribution.rise_masks import RiseMasks, rise
 from workbench.models import load_model
 
 
@@ -254,7 +254,7 @@ def test_rise_is_seeded_and_independent_of_batch_size():
         assert max(counted.sizes) <= bs
     # the same masks; only the summation order differs
     torch.testing.assert_close(runs[7], runs[64], rtol=1e-5, atol=1e-6)
-    again = rise(model, x, torch.tensor([0, 1]), n_masks=100, grid_size=4, seed=3)
+    again = rise(model, x, torch.tensor([0, 1]), n_masks=100, grid_size=4, seed=3, batch_size=64)
     assert torch.equal(again, runs[64])
     other = rise(model, x, torch.tensor([0, 1]), n_masks=100, grid_size=4, seed=4)
     assert not torch.allclose(other, runs[64])
@@ -304,11 +304,37 @@ def test_rise_centering_subtracts_the_mean_score_times_the_mask_sum():
     expected_raw = 3.0 * masks[slice(0, 64)].sum(0) / (64 * 0.5)
     torch.testing.assert_close(raw[0], expected_raw, rtol=1e-5, atol=1e-5)
     assert centred.abs().max() < 1e-5
-    # with a real dependence the two maps differ by that offset only: same ranking of pixels
+    # with a real dependence the two maps differ by the mean score times sum_m M_m / (n p): a shift
+    # that varies across pixels with finite masks (so the rankings can differ)
     model = region_model(slice(0, 8), slice(0, 8))
     c, r = rise(model, x, 0, **kw), rise(model, x, 0, center=False, **kw)
     f_mean = (r - c)[0] / (masks[slice(0, 64)].sum(0) / (64 * 0.5))
     assert float(f_mean.std()) < 1e-4  # one constant: the mean masked score
+    assert float((r - c).std()) > 1e-3  # but the shift itself is not constant
+
+
+def test_rise_mask_sum_estimator_closed_form():
+    """Xplique's estimator divides by each pixel's mask sum: a constant score c gives exactly c
+    everywhere (the paper's estimator gives c * sum_m M_m / (n p), which varies with finite masks), and
+    centring subtracts exactly the mean score, a constant (rank-preserving) shift. With the paper's
+    estimator the centring term varies with the mask sums: it can reorder pixels."""
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    const = lambda inp: two_class(torch.full((len(inp),), 3.0))  # noqa: E731
+    kw = dict(n_masks=64, grid_size=4, seed=2)
+    raw = rise(const, x, 0, center=False, estimator="mask_sum", **kw)
+    torch.testing.assert_close(raw, torch.full_like(raw, 3.0), rtol=1e-5, atol=1e-5)
+    assert rise(const, x, 0, estimator="mask_sum", **kw).abs().max() < 1e-5
+    # a model reading one region: the map is sum_m f_m M_m / sum_m M_m, from the same masks
+    model = region_model(slice(0, 8), slice(0, 8))
+    masks = RiseMasks(64, 4, 0.5, (16, 16), seed=2)[slice(0, 64)]
+    f = model(x * masks[:, None])[:, 0]
+    expected = (f[:, None, None] * masks).sum(0) / masks.sum(0)
+    got = rise(model, x, 0, center=False, estimator="mask_sum", **kw)
+    torch.testing.assert_close(got[0], expected, rtol=1e-4, atol=1e-5)
+    centred = rise(model, x, 0, estimator="mask_sum", **kw)
+    torch.testing.assert_close(got - centred, torch.full_like(got, float(f.mean())), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="estimator"):
+        rise(model, x, 0, estimator="nope", **kw)
 
 
 def test_rise_perturbation_is_swappable():

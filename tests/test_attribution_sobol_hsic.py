@@ -18,24 +18,20 @@ from torch import nn
 from workbench.attribution import hsic_dependence as hsic_mod
 from workbench.attribution import perturbations as perturbations_mod
 from workbench.attribution import sampling
-from workbench.attribution.hsic_dependence import (
+from workbench.attribution.estimators import (
+    ESTIMATORS,
     center_gram,
-    hsic,
     hsic_interaction_scores,
-    hsic_interactions,
     hsic_scores,
     input_grams,
     median_bandwidth,
+    median_output_bandwidth,
     output_gram,
 )
+from workbench.attribution.hsic_dependence import hsic, hsic_interactions
 from workbench.attribution.perturbations import PERTURBATIONS
 from workbench.attribution.registry import METHODS
-from workbench.attribution.sobol_sensitivity import (
-    ESTIMATORS,
-    design_masks,
-    sobol,
-    sobol_design,
-)
+from workbench.attribution.sobol_sensitivity import design_masks, sobol, sobol_design
 
 # ----------------------------------------------------------------------------------------------------------
 # helpers
@@ -84,7 +80,7 @@ def test_samplers_shape_range_determinism(name):
     assert a.shape == (16, 5) and a.dtype == torch.float32
     assert float(a.min()) >= 0 and float(a.max()) < 1
     torch.testing.assert_close(a, sampling.sample(name, 16, 5, seed=1))
-    if name != "sobol_unscrambled":  # the plain Sobol sequence has no randomness
+    if name not in ("sobol_unscrambled", "sobol_xplique"):  # the plain Sobol sequence has no randomness
         assert not torch.equal(a, sampling.sample(name, 16, 5, seed=2))
 
 
@@ -198,7 +194,9 @@ def test_sobol_bad_parameters():
     sobol(model, x, 0, grid_size=2, nb_design=6, sampler="lhs")  # any size for the other samplers
     with pytest.raises(ValueError, match=r"valid: \['glen', 'homma', 'janon', 'jansen', 'saltelli'\]"):
         sobol(model, x, 0, grid_size=2, estimator="nope")
-    with pytest.raises(ValueError, match=r"valid: \['amplitude', 'blurring', 'inpainting'\]"):
+    with pytest.raises(
+        ValueError, match=r"valid: \['amplitude', 'blurring', 'gaussian_blurring', 'inpainting'\]"
+    ):
         sobol(model, x, 0, grid_size=2, perturbation="nope")
     with pytest.raises(ValueError, match="sampler"):
         sobol(model, x, 0, grid_size=2, sampler="nope")
@@ -239,9 +237,9 @@ def test_perturbations():
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     ones, zeros, half = (torch.full((1, 1, 16, 16), v) for v in (1.0, 0.0, 0.5))
     torch.testing.assert_close(perturbations_mod.inpainting(x, zeros), torch.zeros_like(x))
-    torch.testing.assert_close(perturbations_mod.blurring(x, ones), x)
-    blurred = perturbations_mod.blurring(x, zeros)
-    assert blurred.std() < x.std() / 2  # a blurred copy, smoother than x
+    for blur in (perturbations_mod.blurring, perturbations_mod.gaussian_blurring):
+        torch.testing.assert_close(blur(x, ones), x)
+        assert blur(x, zeros).std() < x.std() / 2  # a blurred copy, smoother than x
     torch.testing.assert_close(perturbations_mod.amplitude(x, half), x)  # M = 1/2 leaves the image unchanged
     flat = perturbations_mod.amplitude(x, zeros)  # M = 0 flattens to the channel means
     torch.testing.assert_close(flat, x.mean((2, 3), keepdim=True).expand_as(x))
@@ -285,6 +283,13 @@ def test_hsic_closed_forms_match_explicit_traces():
     # a binary score (most pairs tie): median of the non-zero distances; constant score: 1
     assert float(median_bandwidth(torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0]))) == 1.0
     assert float(median_bandwidth(torch.zeros(5))) == 1.0
+    # Xplique's rule: |median of the outputs| (np.percentile(y, 50): the mean of the middle two here)
+    assert float(median_output_bandwidth(torch.tensor([-4.0, -3.0, -1.0, 5.0]))) == 2.0
+    # a zero median falls back to the pairwise rule (a zero width is undefined)
+    torch.testing.assert_close(
+        median_output_bandwidth(torch.tensor([-1.0, 0.0, 2.0])),
+        median_bandwidth(torch.tensor([-1.0, 0.0, 2.0])),
+    )
     with pytest.raises(ValueError, match="binary"):
         hsic_scores(torch.rand(4, 2), torch.rand(4))
 
@@ -426,3 +431,123 @@ def test_zoo_cnn_attribution_energy_in_object_mask(zoo_cnn):
     es, eh = energy_in_mask(s, masks), energy_in_mask(h, masks)
     assert es.mean() >= 0.6, f"sobol energy {es}"
     assert eh.mean() >= 0.6, f"hsic energy {eh}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Issue 11: the reference's box blur, no ringing, Xplique's variance and bandwidth, progress
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_blurring_is_opencvs_10x10_box_filter():
+    """cv2.blur(x, (10, 10)): the mean over [i - 5, i + 4] (OpenCV's anchor for an even size) with
+    BORDER_REFLECT_101, i.e. scipy's uniform_filter(size=10, origin=0, mode="mirror"); float32 sums
+    of 100 values in [0, 1]: 1e-5 absolute is generous."""
+    from scipy.ndimage import uniform_filter
+
+    from workbench._core.filters import box_blur
+
+    x = torch.rand(2, 3, 23, 37, generator=torch.Generator().manual_seed(0))
+    ref = uniform_filter(x.numpy(), size=(1, 1, 10, 10), mode="mirror", origin=0)
+    np.testing.assert_allclose(box_blur(x, 10).numpy(), ref, rtol=0, atol=1e-5)
+    tiny = torch.rand(1, 1, 4, 3)  # a box larger than the image: reflected again, as OpenCV does
+    ref = uniform_filter(tiny.numpy(), size=(1, 1, 10, 10), mode="mirror", origin=0)
+    np.testing.assert_allclose(box_blur(tiny, 10).numpy(), ref, rtol=0, atol=1e-5)
+    zeros = torch.zeros(1, 1, 23, 37)
+    torch.testing.assert_close(perturbations_mod.blurring(x, zeros), box_blur(x, 10))  # default: 10 px
+    torch.testing.assert_close(perturbations_mod.blurring(x, zeros, 3), box_blur(x, 3))
+    cv2 = pytest.importorskip("cv2")
+    img = x[0].permute(1, 2, 0).contiguous().numpy()
+    np.testing.assert_allclose(
+        box_blur(x[:1], 10)[0].permute(1, 2, 0).numpy(), cv2.blur(img, (10, 10)), atol=1e-5
+    )
+
+
+def test_upsampled_nonnegative_grids_stay_nonnegative():
+    """A single strong cell: plain bicubic rings below 0 around it; the clamp to the grid's range
+    removes only that (inside the range the values are the bicubic ones)."""
+    import torch.nn.functional as F
+
+    from workbench.attribution.grid_masks import upsample_scores
+
+    grid = torch.zeros(1, 8, 8)
+    grid[0, 3, 4] = 1.0
+    plain = F.interpolate(grid[:, None], size=(64, 64), mode="bicubic", align_corners=False)[:, 0]
+    assert float(plain.min()) < -0.01  # the ringing this fixes
+    up = upsample_scores(grid, (64, 64))
+    assert float(up.min()) == 0.0 and float(up.max()) <= 1.0
+    inside = (plain >= 0) & (plain <= 1)
+    torch.testing.assert_close(up[inside], plain[inside])
+    # end to end: Sobol (Jansen >= 0) and HSIC maps of a peaked score have no negative pixel
+    model = CellModel(4, lambda m: 5.0 * m[:, 5] + 0.1 * m[:, 6])
+    x = torch.ones(1, 3, 16, 16)
+    assert float(sobol(model, x, 0, grid_size=4, nb_design=16).min()) >= 0.0
+    assert float(hsic(model, x, 0, grid_size=4, nb_design=64).min()) >= 0.0
+
+
+def test_sobol_variance_xplique_uses_f_a_only():
+    """Jansen with variance="xplique" divides by Var f(A); "pooled" by the variance of f(A) and f(B):
+    the ratio of the two maps is Var_pooled / Var_A, the same for every cell."""
+    from workbench.attribution.estimators import total_indices
+
+    n, d = 16, 3
+    f = torch.randn(n * (d + 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    pooled = total_indices(f, n, d, "jansen")
+    xpl = total_indices(f, n, d, "jansen", variance="xplique")
+    ratio = float(torch.cat([f[:n], f[n : 2 * n]]).var() / f[:n].var())
+    torch.testing.assert_close(xpl / pooled, torch.full((d,), ratio, dtype=torch.float64))
+    with pytest.raises(ValueError, match="variance"):
+        total_indices(f, n, d, "jansen", variance="nope")
+    with pytest.raises(ValueError, match="variance"):
+        sobol(tiny_cnn(), torch.rand(1, 3, 8, 8), 0, grid_size=2, nb_design=4, variance="nope")
+
+
+def test_hsic_bandwidth_rules():
+    """The default is Xplique's median of the outputs; "median_distance" the pairwise heuristic."""
+    g, nb = 2, 32
+    fn = lambda m: 3.0 + m[:, 0] + 0.5 * m[:, 1] * m[:, 2]  # noqa: E731
+    x = torch.ones(1, 3, 4, 4)
+    kw = {"grid_size": g, "nb_design": nb, "upsample": False}
+    masks = sampling.binary_masks("lhs", nb, g * g, seed=0)
+    f = fn(masks.double())
+    default = hsic(CellModel(g, fn), x, 0, **kw)[0].flatten().double()
+    torch.testing.assert_close(
+        default, hsic_scores(masks, f, float(np.median(f.numpy()))), rtol=1e-5, atol=1e-7
+    )
+    other = hsic(CellModel(g, fn), x, 0, bandwidth="median_distance", **kw)[0].flatten().double()
+    torch.testing.assert_close(other, hsic_scores(masks, f, median_bandwidth(f)), rtol=1e-5, atol=1e-7)
+    fixed = hsic(CellModel(g, fn), x, 0, bandwidth=0.7, **kw)[0].flatten().double()
+    torch.testing.assert_close(fixed, hsic_scores(masks, f, 0.7), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="median_output"):
+        hsic(CellModel(g, fn), x, 0, bandwidth="nope", **kw)
+
+
+def test_progress_ticks_per_batch_and_shows_beyond_1000_passes(monkeypatch):
+    from workbench.attribution import perturbations as pmod
+
+    calls = []
+
+    def fake(iterable, enabled=True, desc=None, total=None):
+        calls.append((enabled, total))
+        return iterable
+
+    monkeypatch.setattr(pmod, "_progress", fake)
+    model = CellModel(2, lambda m: m[:, 0])
+    x = torch.ones(2, 3, 4, 4)
+    sobol(model, x, 0, grid_size=2, nb_design=16, batch_size=10)  # 2 x 96 passes: quiet by default
+    sobol(model, x, 0, grid_size=2, nb_design=16, batch_size=10, progress=True)
+    sobol(model, x, 0, grid_size=2, nb_design=128, batch_size=100)  # 2 x 768 = 1536 passes: shown
+    sobol(model, x, 0, grid_size=2, nb_design=128, batch_size=100, progress=False)
+    # one tick per batch: 2 images x ceil(96 / 10) batches
+    assert calls == [(False, 20), (True, 20), (True, 16), (False, 16)]
+    with pytest.raises(ValueError, match="progress"):
+        sobol(model, x, 0, grid_size=2, nb_design=4, progress="yes")
+
+
+def test_default_batch_size_follows_the_image_size():
+    from workbench._core.batching import default_batch_size
+
+    sizes = [default_batch_size(s) for s in (16, 64, 128, 224, 512)]
+    assert sizes == sorted(sizes, reverse=True) and all(isinstance(b, int) and b >= 1 for b in sizes)
+    model = CellModel(2, lambda m: m[:, 0])
+    sobol(model, torch.ones(1, 3, 4, 4), 0, grid_size=2, nb_design=16)  # 96 rows, one default batch
+    assert model.batches == [min(96, default_batch_size(4))] * (96 // min(96, default_batch_size(4)))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from region_models import region_setup
 
-from workbench.attribution.frequency_filter import (
+from workbench.attribution.forgrad_filter import (
     ForgradSigma,
     default_sigmas,
     forgrad,
@@ -195,6 +195,18 @@ def test_forgrad_sigma_computes_maps_once():
         forgrad_sigma(model, method, x, 0, metric_params={"stepz": 3})
     with pytest.raises(ValueError, match="sigma"):
         forgrad_sigma(model, method, x, 0, sigmas=[0.0])
+
+
+def test_forgrad_sigma_compares_magnitudes_like_with_like():
+    """FORGrad filters |map|, so the unfiltered baseline is |map| too. A signed map whose evidence is
+    negative (-ideal) ranks the region last; a sigma above the Nyquist radius is the identity on |map|,
+    so the "filtered" map equals the unfiltered |map| and must not count as an improvement (the
+    signed comparison credited the filter with dropping the sign)."""
+    model, x, _, ideal, _ = region_setup()
+    top = nyquist_radius(tuple(x.shape[-2:])) + 1.0
+    result = forgrad_sigma(model, lambda m, x, y: -ideal, x, 0, sigmas=[top], metric_params={"steps": 8})
+    assert result.unfiltered_score == pytest.approx(7 / 8)  # |-ideal| = ideal: the closed form
+    assert result.best_score == pytest.approx(result.unfiltered_score) and not result.improves
 
 
 # -- the texture CNN (slow): the notebook's claim on fresh images ------------------------------------------

@@ -41,3 +41,17 @@ def batched_apply(
         fn(x[sl]) for sl in _progress(list(iter_batches(len(x), batch_size)), enabled=progress, desc=desc)
     ]
     return torch.cat(outs, dim=0)
+
+
+def default_batch_size(size: tuple[int, int] | int) -> int:
+    """The default number of perturbed images per forward pass for images of ``size`` (H, W).
+
+    Chosen from ``benchmarks/batch_size.py`` (rows per second of forward passes on this project's
+    2-core CPU); see :data:`BATCH_SIZE_TABLE` for the measured figures. Larger batches amortize the
+    per-call overhead of small images; for large images the throughput is flat beyond a few dozen rows
+    and a smaller batch bounds memory. The rule keeps about ``256 * 64**2`` pixels per batch, between
+    32 and 256 rows.
+    """
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    rows = (256 * 64 * 64) // max(1, h * w)
+    return int(min(256, max(32, rows)))

@@ -10,7 +10,7 @@ forgrad_sigma picks its cutoff on validation images. Pick methods by name with
 # Importing a module registers its methods. No module is named like its function (sobol_sensitivity
 # holds sobol), so `workbench.attribution.sobol` is always the function, never a shadowed module.
 from workbench.attribution.cam import gradcam, gradcam_pp
-from workbench.attribution.frequency_filter import ForgradSigma, forgrad, forgrad_sigma
+from workbench.attribution.forgrad_filter import ForgradSigma, forgrad, forgrad_sigma
 from workbench.attribution.gradients import (
     gradient_input,
     integrated_gradients,
@@ -20,11 +20,11 @@ from workbench.attribution.gradients import (
     vargrad,
 )
 from workbench.attribution.hsic_dependence import hsic, hsic_interactions
+from workbench.attribution.lime_kernel_shap import kernel_shap, lime
 from workbench.attribution.occlusion_patches import occlusion
 from workbench.attribution.registry import Explainer, explainer, get_method, list_methods
-from workbench.attribution.rise_sampling import rise
+from workbench.attribution.rise_masks import rise
 from workbench.attribution.sobol_sensitivity import sobol
-from workbench.attribution.surrogates import kernel_shap, lime
 
 __all__ = [
     "Explainer",

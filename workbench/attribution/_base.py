@@ -1,5 +1,5 @@
 """What every attribution method shares: input checks, the forward callable, batched scoring of
-perturbations, channel reduction and grid upsampling.
+perturbations, and channel reduction.
 
 Every forward pass of every method goes through :func:`batched_scores` (or :func:`perturbed_scores`),
 so peak memory is bounded by ``batch_size`` whatever the number of perturbations.
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from workbench._core.batching import iter_batches
 from workbench.models.scoring import (  # noqa: F401  (re-exported: every method imports them from here)
@@ -62,10 +62,9 @@ def reduce_channels(maps: torch.Tensor, reduce: Reduce) -> torch.Tensor:
     return maps.abs().amax(1)
 
 
-def upsample_grid(scores: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
-    """Grid scores (N, g, g) -> maps (N, H, W); bicubic by default, as the Sobol reference does."""
-    kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    return F.interpolate(scores[:, None].float(), size=size, mode=mode, **kw)[:, 0]
+def as_tensor(x):
+    """A numpy array (or nested sequence) as a tensor, a tensor unchanged: the public boundary accepts both."""
+    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
 
 
 def finite_maps(maps: torch.Tensor) -> torch.Tensor:

@@ -12,38 +12,28 @@ from dataclasses import dataclass, field
 
 import torch
 
-from workbench._core.validation import closest_names
+from workbench._core.registry import Registry
 
-METHODS: dict[str, Callable[..., torch.Tensor]] = {}
+# Importing workbench.attribution registers every method (each module decorates its functions).
+METHODS: Registry[Callable[..., torch.Tensor]] = Registry(
+    "attribution method", populate=("workbench.attribution",)
+)
 
 
-def register(name: str) -> Callable:
-    """Decorator: add ``fn(model, x, y, **params) -> (N, H, W)`` to the registry under ``name``."""
-
-    def deco(fn: Callable) -> Callable:
-        if name in METHODS:
-            raise ValueError(f"attribution method {name!r} is already registered")
-        METHODS[name] = fn
-        return fn
-
-    return deco
+def register(name: str, *, paper: str | None = None) -> Callable:
+    """Decorator: add ``fn(model, x, y, **params) -> (N, H, W)`` to :data:`METHODS` under ``name``,
+    with the paper it implements."""
+    return METHODS.register(name, paper=paper)
 
 
 def list_methods() -> list[str]:
-    """Names of the registered attribution methods."""
-    import workbench.attribution  # noqa: F401  (registers the methods)
-
-    return sorted(METHODS)
+    """Names of the registered attribution methods (``METHODS.table()`` lists their papers and modules)."""
+    return METHODS.names()
 
 
 def get_method(name: str) -> Callable[..., torch.Tensor]:
-    """The function registered under ``name``."""
-    methods = list_methods()
-    if name not in METHODS:
-        raise KeyError(
-            f"unknown attribution method {name!r}; closest: {closest_names(name, methods)} (all: {methods})"
-        )
-    return METHODS[name]
+    """The function registered under ``name``; KeyError naming the closest names otherwise."""
+    return METHODS.get(name)
 
 
 @dataclass

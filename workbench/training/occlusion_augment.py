@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from workbench.attribution.perturbations import blurring, inpainting
+from workbench.attribution.perturbations import gaussian_blurring, inpainting
 
 GRIDS = (2, 3, 4, 6, 7, 8, 11)  # covers RISE (7), Sobol/HSIC (8) and coarser/finer blocks
 FILLS = ("black", "black", "blur", "mean")  # black twice: the default baseline of most methods
@@ -62,7 +62,7 @@ def random_occlusion(x: torch.Tensor, p: float, generator: torch.Generator) -> t
     if fill == "black":
         occluded = inpainting(x, mask)
     elif fill == "blur":
-        occluded = blurring(x, mask, sigma=max(h, w) / 16)
+        occluded = gaussian_blurring(x, mask, sigma=max(h, w) / 16)
     else:
         occluded = x * mask + x.mean((2, 3), keepdim=True) * (1 - mask)
     return torch.where(choose[:, None, None, None], occluded, x)

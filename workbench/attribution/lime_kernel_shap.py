@@ -24,7 +24,7 @@ from workbench._core.validation import check_int
 from workbench.attribution._base import finite_maps, perturbed_scores, prepare
 from workbench.attribution.occlusion_patches import expand_baseline
 from workbench.attribution.registry import register
-from workbench.attribution.rise_sampling import check_probability
+from workbench.attribution.rise_masks import check_probability
 
 Segmentation = Literal["grid", "slic"] | torch.Tensor | np.ndarray
 
@@ -243,7 +243,7 @@ def shapley_kernel(m: int, k: torch.Tensor) -> torch.Tensor:
 
 
 # -- LIME ----------------------------------------------------------------------------------------
-@register("lime")
+@register("lime", paper='Ribeiro, Singh & Guestrin, "Why Should I Trust You?", KDD 2016')
 def lime(
     model,
     x: torch.Tensor,
@@ -376,7 +376,9 @@ def shap_coalitions(m: int, n_samples: int, gen: torch.Generator) -> tuple[torch
     return coalitions, weights
 
 
-@register("kernel_shap")
+@register(
+    "kernel_shap", paper="Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017"
+)
 def kernel_shap(
     model,
     x: torch.Tensor,

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -111,6 +112,8 @@ def forgrad(maps: torch.Tensor, sigma: float, *, window: Window = "ideal") -> to
     sigma = _check_sigma(sigma)
     if window not in WINDOWS:
         raise ValueError(f"window: expected one of {WINDOWS}, got {window!r}")
+    if isinstance(maps, np.ndarray):
+        maps = torch.from_numpy(maps)
     if not isinstance(maps, torch.Tensor) or maps.ndim not in (3, 4):
         shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
         raise ValueError(f"maps: expected a tensor (N, H, W) or (N, C, H, W), got {shape}")
@@ -147,7 +150,9 @@ class ForgradSigma:
     scores : tuple[float, ...]
         Mean AUC of the metric over the validation images for each sigma.
     unfiltered_score : float
-        Mean AUC of the raw maps (no filter, not even ``|.|``), for comparison.
+        Mean AUC of the unfiltered ``|maps|``, for comparison: FORGrad filters ``|map|``, so this is
+        the like-for-like baseline (the signed map would rank negative evidence last, and a filter would
+        then "improve" it by dropping the sign alone).
     metric : str
         "insertion" (higher is better) or "deletion" (lower is better).
     """
@@ -169,7 +174,7 @@ class ForgradSigma:
 
     @property
     def improves(self) -> bool:
-        """Whether the filtered maps strictly beat the raw maps on the metric."""
+        """Whether the filtered ``|maps|`` strictly beat the unfiltered ``|maps|`` on the metric."""
         if self.higher_is_better:
             return self.best_score > self.unfiltered_score
         return self.best_score < self.unfiltered_score
@@ -252,7 +257,7 @@ def forgrad_sigma(
     Returns
     -------
     ForgradSigma
-        The chosen sigma, the grid, the mean score per sigma and the score of the raw maps.
+        The chosen sigma, the grid, the mean score per sigma and the score of the unfiltered ``|maps|``.
     """
     if metric not in METRICS:
         raise ValueError(f"metric: expected one of {sorted(METRICS)}, got {metric!r}")
@@ -292,7 +297,7 @@ def forgrad_sigma(
     def score(m: torch.Tensor) -> float:
         return float(walk(model, x, y, m, batch_size=batch_size, **metric_params).auc.mean())
 
-    unfiltered = score(maps)
+    unfiltered = score(maps.abs())  # like with like: forgrad filters |map|
     scores = tuple(score(forgrad(maps, s, window=window)) for s in grid)
     best = min(range(len(grid)), key=lambda i: (sign * scores[i], grid[i]))
     return ForgradSigma(
