@@ -46,12 +46,22 @@ def batched_apply(
 def default_batch_size(size: tuple[int, int] | int) -> int:
     """The default number of perturbed images per forward pass for images of ``size`` (H, W).
 
-    Chosen from ``benchmarks/batch_size.py`` (rows per second of forward passes on this project's
-    2-core CPU); see :data:`BATCH_SIZE_TABLE` for the measured figures. Larger batches amortize the
-    per-call overhead of small images; for large images the throughput is flat beyond a few dozen rows
-    and a smaller batch bounds memory. The rule keeps about ``256 * 64**2`` pixels per batch, between
-    32 and 256 rows.
+    ``clamp(128 * 64**2 / (H * W), 32, 256)`` rows: 128 at 64 px, 32 from 128 px up (224 px included),
+    256 below 45 px. Measured with ``benchmarks/batch_size.py --quick`` (the Sobol/HSIC/RISE pipeline:
+    masks, ``x * M``, forward; rows per second, 2 CPU threads shared with other jobs, load ~7):
+
+    ========================  ====  ====  ====  ====  ====  ====  ====
+    model, image size          8     16    32    64    128   256   512
+    ========================  ====  ====  ====  ====  ====  ====  ====
+    zoo CNN, 64 px             .     19.4  28.0  42.4  45.8  45.8  41.6
+    timm resnet18, 224 px      3.9   6.2   6.8   6.1   5.1   4.9   .
+    ========================  ====  ====  ====  ====  ====  ====  ====
+
+    The best batch shrinks as images grow (a batch's activations leave the cache); beyond it the rate
+    is flat or falls, and memory grows. The figures are noisy on a loaded machine: earlier runs on
+    this machine measured the zoo CNN faster at 64 rows than at 256 and resnet18 faster at 256 than at
+    64, so pass ``batch_size`` explicitly when throughput matters and measure on your hardware.
     """
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    rows = (256 * 64 * 64) // max(1, h * w)
+    rows = (128 * 64 * 64) // max(1, h * w)
     return int(min(256, max(32, rows)))

@@ -85,8 +85,7 @@ def _binary_scores(model, x, y, *, nb_design, sampler, seed, bandwidth, desc, **
     """Checks and binary masks of the HSIC methods, then the shared front end."""
     check_nb_design(nb_design)
     resolve_sampler(sampler, binary=True)
-    if isinstance(bandwidth, str) or bandwidth is None:
-        resolve_bandwidth(torch.zeros(2), bandwidth)  # an unknown rule fails before any forward pass
+    resolve_bandwidth(torch.zeros(2), bandwidth)  # a bad rule or width fails before any forward pass
 
     def design(d: int, device: torch.device) -> torch.Tensor:
         return binary_masks(sampler, nb_design, d, seed=seed, device=device)
