@@ -211,25 +211,13 @@ def test_wrapped_model_exports_with_torch_export(strict):
 def test_wrapped_model_compiles_with_fullgraph():
     """torch.compile(fullgraph=True) traces Model.forward through Dynamo without a graph break (the
     range check made it fail); the aot_eager backend runs the same trace without C++ code generation, so
-    the test stays a few seconds on CPU. Same tolerance as the export test."""
+    the test stays a few seconds on CPU (the inductor backend compiles the same Dynamo graph; it took 55 s
+    on a zoo model here, too long for the suite). Same tolerance as the export test."""
     model = _small_wrapped_model()
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     try:
         compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
         torch.testing.assert_close(compiled(x), model(x), atol=1e-6, rtol=1e-6)
-    finally:
-        torch._dynamo.reset()
-
-
-@pytest.mark.slow
-def test_zoo_model_compiles_with_the_default_backend():
-    """The default (inductor) backend on a zoo model: tens of seconds on CPU, hence slow. Inductor may
-    fuse and reorder float32 operations, so outputs agree to 1e-4 relative, not bit for bit."""
-    model = load_model("zoo:resnet_shapes").eval()
-    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    try:
-        compiled = torch.compile(model)
-        torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
     finally:
         torch._dynamo.reset()
 
