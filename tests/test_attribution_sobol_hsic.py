@@ -416,7 +416,8 @@ def test_zoo_cnn_attribution_energy_in_object_mask(zoo_cnn):
 
     The perturbation is ``"amplitude"`` (M = 0 flattens a cell to the image's mean colour, close to the
     background here). Measured means (seed 0; 2 CPU cores): Sobol, nb_design 32: 0.82 (0.65 to 0.93 per
-    image); HSIC, nb_design 512: 0.645 (seeds 1, 2: 0.667, 0.665), but only 0.52 to 0.57 with 256 masks,
+    image); HSIC, nb_design 512 (bandwidth "median_distance", the default before issue 11; passes with
+    Xplique's "median_output" too): 0.645 (seeds 1, 2: 0.667, 0.665), but only 0.52 to 0.57 with 256 masks,
     because the biased HSIC estimator gives every independent cell a positive floor of order 1/p, which
     spreads positive energy over the background. With the default black inpainting the same maps score
     only 0.39 (Sobol) and 0.25 (HSIC, 256): a black cell is far out of distribution for this CNN (an

@@ -213,7 +213,7 @@ def hsic_interactions(
     pair ``(a, b)`` stands out). Symmetric, >= 0, zero diagonal; cells are numbered row-major.
 
     The parameters are those of :func:`hsic` (no ``upsample``: the result is per pair of cells). The
-    default sampler is ``"lhs"``; do not use ``"sobol_binary"`` here: binary Sobol masks alias
+    default sampler is ``"lhs"``; do not use ``"sobol_binary"`` or ``"sobol_xplique"`` here: binary Sobol masks alias
     interactions (different pairs get identical scores; see the module notes). The cost is the same
     ``nb_design`` forward passes per image, plus ``O(p^2 d^2)`` flops for the pairs.
 
