@@ -110,3 +110,25 @@ def test_metrics_zoo_and_baselines_are_registries_with_papers():
         METRICS.get("mask_au")
     assert ZOO.names() == sorted(["resnet_shapes", "resnet_textures", "resnet_shapes_shortcut", "vit_shapes"])
     assert "Xiao" in ZOO.entry("vit_shapes").paper
+
+
+def test_every_registry_is_one_registry_and_names_its_papers():
+    """Every named family (issue 11: methods, baselines, samplers, estimators, perturbations, zoo, SAEs,
+    metrics) is a _core Registry, and every method, metric, baseline and SAE says which paper it is from,
+    so ``REGISTRY.table()`` answers "where is the method of paper X"."""
+    from workbench.attribution.estimators import BANDWIDTHS, ESTIMATORS
+    from workbench.attribution.perturbations import PERTURBATIONS
+    from workbench.attribution.registry import METHODS
+    from workbench.attribution.sampling import BINARY_SAMPLERS, SAMPLERS
+    from workbench.metrics import METRICS
+    from workbench.metrics.baselines import BASELINES
+    from workbench.models.zoo import ZOO
+    from workbench.sae import SAES
+
+    families = [METHODS, SAMPLERS, BINARY_SAMPLERS, ESTIMATORS, BANDWIDTHS, PERTURBATIONS, METRICS, BASELINES]
+    families += [ZOO, SAES]
+    for registry in families:
+        assert isinstance(registry, Registry) and len(registry) > 0, registry
+    for registry in (METHODS, METRICS, BASELINES, SAES):
+        missing = [e.name for e in registry.entries() if not e.paper]
+        assert not missing, f"{registry.kind}: no paper for {missing}"

@@ -232,7 +232,10 @@ def _gradcam_pp_combine(act: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return (weights * act).sum(1)
 
 
-@register("gradcam")
+@register(
+    "gradcam",
+    paper="Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization, ICCV 2017",
+)
 def gradcam(
     model: AnyModel,
     x: torch.Tensor,
@@ -274,7 +277,10 @@ def gradcam(
     return _cam(model, x, y, layer, batch_size, _gradcam_combine)
 
 
-@register("gradcam_pp")
+@register(
+    "gradcam_pp",
+    paper="Chattopadhay et al., Grad-CAM++: Generalized Gradient-Based Visual Explanations, WACV 2018",
+)
 def gradcam_pp(
     model: AnyModel,
     x: torch.Tensor,

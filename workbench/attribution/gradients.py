@@ -95,7 +95,10 @@ def _input_gradients(forward: Forward, x: torch.Tensor, y: torch.Tensor, batch_s
     return grads
 
 
-@register("saliency")
+@register(
+    "saliency",
+    paper="Simonyan, Vedaldi & Zisserman, Deep Inside Convolutional Networks, ICLR workshop 2014",
+)
 def saliency(
     model: AnyModel,
     x: torch.Tensor,
@@ -135,7 +138,10 @@ def saliency(
     return _finish(_input_gradients(forward, x, y, batch_size).abs(), reduce)
 
 
-@register("gradient_input")
+@register(
+    "gradient_input",
+    paper="Shrikumar et al., Learning Important Features Through Propagating Activation Differences, ICML 2017",
+)
 def gradient_input(
     model: AnyModel,
     x: torch.Tensor,
@@ -180,7 +186,10 @@ def gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(0.5 * (nodes + 1.0)), torch.from_numpy(0.5 * weights)
 
 
-@register("integrated_gradients")
+@register(
+    "integrated_gradients",
+    paper="Sundararajan, Taly & Yan, Axiomatic Attribution for Deep Networks, ICML 2017",
+)
 def integrated_gradients(
     model: AnyModel,
     x: torch.Tensor,
@@ -319,7 +328,10 @@ def _doc(fn: Callable) -> Callable:
     return fn
 
 
-@register("smoothgrad")
+@register(
+    "smoothgrad",
+    paper="Smilkov et al., SmoothGrad: removing noise by adding noise, 2017",
+)
 @_doc
 def smoothgrad(
     model: AnyModel,
@@ -354,7 +366,10 @@ def smoothgrad(
     return _finish(mean, reduce)
 
 
-@register("vargrad")
+@register(
+    "vargrad",
+    paper="Adebayo et al., Sanity Checks for Saliency Maps, NeurIPS 2018",
+)
 @_doc
 def vargrad(
     model: AnyModel,
@@ -389,7 +404,10 @@ def vargrad(
     return _finish(var, reduce)
 
 
-@register("squaregrad")
+@register(
+    "squaregrad",
+    paper="Hooker et al., A Benchmark for Interpretability Methods in Deep Neural Networks, NeurIPS 2019",
+)
 @_doc
 def squaregrad(
     model: AnyModel,

@@ -20,9 +20,8 @@ import torch
 
 from workbench._core.progress import progress as _progress
 from workbench._core.seeding import make_generator
-from workbench._core.validation import check_int
+from workbench._core.validation import check_baseline, check_int
 from workbench.attribution._base import finite_maps, perturbed_scores, prepare
-from workbench.attribution.occlusion_patches import expand_baseline
 from workbench.attribution.registry import register
 from workbench.attribution.rise_masks import check_probability
 
@@ -316,7 +315,7 @@ def lime(
     if not (isinstance(alpha, int | float) and alpha >= 0):
         raise ValueError(f"alpha: expected a non-negative number, got {alpha!r}")
     labels, counts = segments(x, segmentation, grid_size)
-    base = expand_baseline(baseline, x)
+    base = check_baseline(baseline, x, pixel_range=False)
     n, s_max = len(x), int(counts.max())
     active = torch.arange(s_max)[None] < counts[:, None]  # (N, S) on CPU
 
@@ -436,7 +435,7 @@ def kernel_shap(
     check_int(n_samples, "n_samples", 2)
     check_int(batch_size, "batch_size")
     labels, counts = segments(x, segmentation, grid_size)
-    base = expand_baseline(baseline, x)
+    base = check_baseline(baseline, x, pixel_range=False)
     n, s_max = len(x), int(counts.max())
     gen = make_generator(seed)
     active = torch.arange(s_max)[None] < counts[:, None]

@@ -48,15 +48,6 @@ def pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def expand_baseline(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Deprecated alias of :func:`workbench._core.validation.check_baseline` without the range check.
-
-    Kept only until lime_kernel_shap.py (the attribution helper's file) calls ``check_baseline``
-    directly; it holds no logic of its own.
-    """
-    return check_baseline(baseline, x, pixel_range=False)
-
-
 def window_grid(size: tuple[int, int], patch: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
     """Number of window positions per dimension, Captum's ``ceil((H - ph) / sh) + 1``."""
     return tuple(math.ceil((s - p) / st) + 1 for s, p, st in zip(size, patch, stride))  # type: ignore[return-value]
@@ -69,7 +60,10 @@ def _spread(values: torch.Tensor, patch, stride, size) -> torch.Tensor:
     return out[:, 0, : size[0], : size[1]]
 
 
-@register("occlusion")
+@register(
+    "occlusion",
+    paper="Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
+)
 def occlusion(
     model,
     x: torch.Tensor,
