@@ -552,6 +552,9 @@ def test_default_batch_size_follows_the_image_size():
 
     sizes = [default_batch_size(s) for s in (16, 64, 128, 224, 512)]
     assert sizes == sorted(sizes, reverse=True) and all(isinstance(b, int) and b >= 1 for b in sizes)
+    # the measured CPU optimum (benchmarks/batch_size.py): 64 rows at 64 px, the smallest at 224 px
+    assert default_batch_size(64) == 64 and default_batch_size((224, 224)) == 8
+    assert default_batch_size(224, "cuda") == 256 and default_batch_size(224, "cpu") == 8
     model = CellModel(2, lambda m: m[:, 0])
     sobol(model, torch.ones(1, 3, 4, 4), 0, grid_size=2, nb_design=16)  # 96 rows, one default batch
     assert model.batches == [min(96, default_batch_size(4))] * (96 // min(96, default_batch_size(4)))

@@ -43,25 +43,28 @@ def batched_apply(
     return torch.cat(outs, dim=0)
 
 
-def default_batch_size(size: tuple[int, int] | int) -> int:
+def default_batch_size(size: tuple[int, int] | int, device: torch.device | str | None = None) -> int:
     """The default number of perturbed images per forward pass for images of ``size`` (H, W).
 
-    ``clamp(128 * 64**2 / (H * W), 32, 256)`` rows: 128 at 64 px, 32 from 128 px up (224 px included),
-    256 below 45 px. Measured with ``benchmarks/batch_size.py --quick`` (the Sobol/HSIC/RISE pipeline:
-    masks, ``x * M``, forward; rows per second, 2 CPU threads shared with other jobs, load ~7):
+    On a CPU: ``clamp(64 * 64**2 / (H * W), 8, 256)`` rows: 64 at 64 px, 16 at 128 px, 8 at 224 px,
+    256 below 33 px. Measured with ``benchmarks/batch_size.py --quick`` (the Sobol/HSIC/RISE pipeline:
+    masks, ``x * M``, forward; rows per second, 2 CPU threads, nothing else running):
 
-    ========================  ====  ====  ====  ====  ====  ====  ====
-    model, image size          8     16    32    64    128   256   512
-    ========================  ====  ====  ====  ====  ====  ====  ====
-    zoo CNN, 64 px             .     19.4  28.0  42.4  45.8  45.8  41.6
-    timm resnet18, 224 px      3.9   6.2   6.8   6.1   5.1   4.9   .
-    ========================  ====  ====  ====  ====  ====  ====  ====
+    ========================  =====  =====  =====  =====  =====  =====  =====
+    model, image size           8     16     32     64     128    256    512
+    ========================  =====  =====  =====  =====  =====  =====  =====
+    zoo CNN, 64 px              .     559    583    586    570    374    284
+    timm resnet18, 224 px      38.3   34.2   30.2   27.0   25.8   25.5    .
+    ========================  =====  =====  =====  =====  =====  =====  =====
 
-    The best batch shrinks as images grow (a batch's activations leave the cache); beyond it the rate
-    is flat or falls, and memory grows. The figures are noisy on a loaded machine: earlier runs on
-    this machine measured the zoo CNN faster at 64 rows than at 256 and resnet18 faster at 256 than at
-    64, so pass ``batch_size`` explicitly when throughput matters and measure on your hardware.
+    On a CPU the rate peaks once a batch's activations fill the cache and falls beyond it (the zoo CNN
+    runs 1.6x slower at 256 rows than at 64; resnet18 1.5x slower at 256 than at 8), so the best batch
+    shrinks as images grow. On an accelerator (``device`` not a CPU) larger batches fill the device:
+    ``clamp(256 * 224**2 / (H * W), 64, 1024)`` rows, 256 at 224 px; this rule is not measured here
+    (no GPU on the project's machines): pass ``batch_size`` explicitly, and measure with the benchmark.
     """
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    rows = (128 * 64 * 64) // max(1, h * w)
-    return int(min(256, max(32, rows)))
+    if device is not None and torch.device(device).type != "cpu":
+        return int(min(1024, max(64, (256 * 224 * 224) // max(1, h * w))))
+    rows = (64 * 64 * 64) // max(1, h * w)
+    return int(min(256, max(8, rows)))

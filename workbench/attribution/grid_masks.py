@@ -102,7 +102,7 @@ def grid_scores(
     g = check_grid(grid_size, size)
     perturb = resolve_perturbation(perturbation, perturbation_size)
     masks = design(g * g, x.device)
-    bs = default_batch_size(size) if batch_size is None else batch_size
+    bs = default_batch_size(size, x.device) if batch_size is None else batch_size
     show = auto_progress(progress, len(x) * len(masks))
     f = masked_scores(forward, x, y, masks.view(-1, g, g), perturb, bs, progress=show, desc=desc)
     return GridScores(masks=masks, scores=f, grid_size=g, size=size, device=x.device)

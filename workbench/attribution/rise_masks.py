@@ -173,7 +173,7 @@ def rise(
     n, _, h, w = x.shape
     check_int(n_masks, "n_masks")
     check_int(grid_size, "grid_size")
-    batch_size = default_batch_size((h, w)) if batch_size is None else batch_size
+    batch_size = default_batch_size((h, w), x.device) if batch_size is None else batch_size
     check_int(batch_size, "batch_size")
     if estimator not in RISE_ESTIMATORS:
         raise ValueError(f"estimator: expected one of {RISE_ESTIMATORS}, got {estimator!r}")
