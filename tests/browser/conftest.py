@@ -6,6 +6,7 @@ own browser download is never used. Screenshots go to tests/browser/screenshots/
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -110,58 +111,81 @@ def screenshot_dir() -> Path:
     return SCREENSHOTS
 
 
-@pytest.fixture(scope="session")
-def dataset_viewer_server(tmp_path_factory) -> Iterator[dict]:
-    """`panel serve` of apps/dataset_viewer_app.py on a free local port.
+def load_app(name: str):
+    """The module of ``apps/<name>.py``, imported from its file (the apps folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, APPS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    Yields ``{"url", "n", "seed"}``: the app's URL and the PlantedShapes arguments it shows.
-    """
+
+@pytest.fixture(scope="session")
+def app_module():
+    """``app_module(name)``: a test app's module, to recompute what the page should show."""
+    return load_app
+
+
+def serve_app(tmp_path_factory, name: str, env: dict[str, str], timeout: float = 180) -> Iterator[dict]:
+    """`panel serve` of ``apps/<name>.py`` on a free local port for the duration of a fixture:
+    yields ``{"url", "log"}`` and stops the server afterwards, errors included."""
     port = free_port()
-    log = tmp_path_factory.mktemp("panel_serve") / "panel_serve.log"
-    app = APPS / "dataset_viewer_app.py"
+    log = tmp_path_factory.mktemp(f"panel_serve_{name}") / "panel_serve.log"
+    app = APPS / f"{name}.py"
     cmd = [
         sys.executable, "-m", "panel", "serve", str(app),
         "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}/{app.stem}"
-    proc = start_server(cmd, url, log, env={"WB_APP_N": str(APP_N), "WB_APP_SEED": str(APP_SEED)})
-    yield {"url": url, "n": APP_N, "seed": APP_SEED}
-    stop(proc)
+    proc = start_server(cmd, url, log, env=env, timeout=timeout)
+    try:
+        yield {"url": url, "log": log}
+    finally:
+        stop(proc)
+
+
+def _served(tmp_path_factory, name: str, n: int, seed: int, timeout: float = 180, **env: str):
+    extra = {f"WB_APP_{k.upper()}": v for k, v in env.items()}
+    for info in serve_app(
+        tmp_path_factory, name, {"WB_APP_N": str(n), "WB_APP_SEED": str(seed), **extra}, timeout
+    ):
+        yield {**info, "n": n, "seed": seed}
+
+
+@pytest.fixture(scope="session")
+def dataset_viewer_server(tmp_path_factory) -> Iterator[dict]:
+    """apps/dataset_viewer_app.py served: ``{"url", "log", "n", "seed"}`` (the PlantedShapes it shows)."""
+    yield from _served(tmp_path_factory, "dataset_viewer_app", APP_N, APP_SEED)
 
 
 @pytest.fixture(scope="session")
 def attribution_viewer_server(tmp_path_factory) -> Iterator[dict]:
-    """`panel serve` of apps/attribution_viewer_app.py on a free local port: ``{"url", "n", "seed"}``."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("panel_serve_attr") / "panel_serve.log"
-    app = APPS / "attribution_viewer_app.py"
-    cmd = [
-        sys.executable, "-m", "panel", "serve", str(app),
-        "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}/{app.stem}"
-    n, seed = 6, 0
-    proc = start_server(cmd, url, log, env={"WB_APP_N": str(n), "WB_APP_SEED": str(seed)})
-    yield {"url": url, "n": n, "seed": seed, "log": log}
-    stop(proc)
+    """apps/attribution_viewer_app.py served: ``{"url", "log", "n", "seed"}``."""
+    yield from _served(tmp_path_factory, "attribution_viewer_app", 6, 0)
 
 
 @pytest.fixture(scope="session")
 def attribution_viewer_unsure_server(tmp_path_factory) -> Iterator[dict]:
     """The same app with its model's logits divided by 30 (WB_APP_TEMPERATURE): a model as unsure of itself
     as a 1000-class model on a photo, whose deletion / insertion scores stay near 1 / 5 classes."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("panel_serve_unsure") / "panel_serve.log"
-    app = APPS / "attribution_viewer_app.py"
-    cmd = [
-        sys.executable, "-m", "panel", "serve", str(app),
-        "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}/{app.stem}"
-    env = {"WB_APP_N": "6", "WB_APP_SEED": "0", "WB_APP_TEMPERATURE": "30"}
-    proc = start_server(cmd, url, log, env=env)
-    yield {"url": url, "n": 6, "seed": 0, "log": log}
-    stop(proc)
+    yield from _served(tmp_path_factory, "attribution_viewer_app", 6, 0, temperature="30")
+
+
+@pytest.fixture(scope="module")
+def metrics_board_server(tmp_path_factory) -> Iterator[dict]:
+    """apps/metrics_board_app.py served: ``{"url", "log", "n", "seed"}``."""
+    yield from _served(tmp_path_factory, "metrics_board_app", 32, 0)
+
+
+@pytest.fixture(scope="module")
+def atom_browser_server(tmp_path_factory) -> Iterator[dict]:
+    """apps/atom_browser_app.py served (it trains its SAEs first, about 20 s: a longer start-up limit)."""
+    yield from _served(tmp_path_factory, "atom_browser_app", 96, 0, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def blindspot_server(tmp_path_factory) -> Iterator[dict]:
+    """apps/blindspot_comparer_app.py served."""
+    yield from _served(tmp_path_factory, "blindspot_comparer_app", 80, 0, timeout=300)
 
 
 @pytest.fixture(scope="session")

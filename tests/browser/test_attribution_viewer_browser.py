@@ -7,29 +7,16 @@ contour; the opacity slider and the method checkboxes round-trip through the ser
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import time
-from pathlib import Path
 
 import pytest
-
-APPS = Path(__file__).resolve().parent / "apps"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _app_module():
-    spec = importlib.util.spec_from_file_location(
-        "attribution_viewer_app", APPS / "attribution_viewer_app.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def expected(attribution_viewer_server):
+def expected(attribution_viewer_server, app_module):
     """The model-free maps the app shows, regenerated here (same data, same seed)."""
     import torch
 
@@ -38,7 +25,7 @@ def expected(attribution_viewer_server):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the app does: the same maps
     try:
-        app = _app_module()
+        app = app_module("attribution_viewer_app")
         data = planted_shapes(attribution_viewer_server["n"], seed=attribution_viewer_server["seed"])
         maps = app.make_maps(data, model=None, seed=attribution_viewer_server["seed"])
     finally:

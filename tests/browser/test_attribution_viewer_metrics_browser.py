@@ -9,30 +9,17 @@ Python (``selected_method``).
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import time
-from pathlib import Path
 
 import pytest
-
-APPS = Path(__file__).resolve().parent / "apps"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _app_module():
-    spec = importlib.util.spec_from_file_location(
-        "attribution_viewer_app", APPS / "attribution_viewer_app.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_click_a_method_shows_its_curves(page, attribution_viewer_server, screenshot_dir):
+def test_click_a_method_shows_its_curves(page, attribution_viewer_server, screenshot_dir, app_module):
     page, requests, errors = page
-    app = _app_module()
+    app = app_module("attribution_viewer_app")
     methods = [app.BLUR, app.NOISE, app.GRAD]
     t0 = time.monotonic()
     page.goto(attribution_viewer_server["url"], wait_until="domcontentloaded", timeout=120_000)

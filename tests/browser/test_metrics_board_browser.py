@@ -8,52 +8,20 @@ prints the selection its ``on_select`` callback received).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-APPS = HERE / "apps"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def metrics_board_server(tmp_path_factory) -> Iterator[dict]:
-    """`panel serve` of apps/metrics_board_app.py on a free local port: ``{"url", "n", "seed"}``."""
-    helpers = _load("_wb_browser_helpers", HERE / "conftest.py")  # free_port, start_server, stop
-    port = helpers.free_port()
-    log = tmp_path_factory.mktemp("panel_serve_board") / "panel_serve.log"
-    app = APPS / "metrics_board_app.py"
-    cmd = [
-        sys.executable, "-m", "panel", "serve", str(app),
-        "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}/{app.stem}"
-    n, seed = 32, 0
-    proc = helpers.start_server(cmd, url, log, env={"WB_APP_N": str(n), "WB_APP_SEED": str(seed)})
-    yield {"url": url, "n": n, "seed": seed, "log": log}
-    helpers.stop(proc)
-
-
-def test_sort_highlight_and_select(page, metrics_board_server, screenshot_dir):
+def test_sort_highlight_and_select(page, metrics_board_server, screenshot_dir, app_module):
     import numpy as np
 
     from workbench.widgets import MetricsBoard
 
     page, requests, errors = page
-    app = _load("metrics_board_app", APPS / "metrics_board_app.py")
+    app = app_module("metrics_board_app")
     table = app.make_table(metrics_board_server["n"], metrics_board_server["seed"])
     expected = MetricsBoard(table, lower_is_better=["deletion AUC", "seconds / image"])
     methods = list(app.METHODS)

@@ -10,49 +10,9 @@ the heatmaps. Screenshots: tests/browser/screenshots/atom_browser.png, blindspot
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-HERE = Path(__file__).resolve().parent
-APPS = HERE / "apps"
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _serve(tmp_path_factory, app_name: str, env: dict[str, str]) -> Iterator[dict]:
-    helpers = _load("_wb_browser_helpers", HERE / "conftest.py")  # free_port, start_server, stop
-    port = helpers.free_port()
-    log = tmp_path_factory.mktemp(f"panel_serve_{app_name}") / "panel_serve.log"
-    app = APPS / f"{app_name}.py"
-    cmd = [
-        sys.executable, "-m", "panel", "serve", str(app),
-        "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}/{app.stem}"
-    proc = helpers.start_server(cmd, url, log, env=env, timeout=300)
-    yield {"url": url, "log": log}
-    helpers.stop(proc)
-
-
-@pytest.fixture(scope="module")
-def atom_browser_server(tmp_path_factory) -> Iterator[dict]:
-    yield from _serve(tmp_path_factory, "atom_browser_app", {"WB_APP_N": "96", "WB_APP_SEED": "0"})
-
-
-@pytest.fixture(scope="module")
-def blindspot_server(tmp_path_factory) -> Iterator[dict]:
-    yield from _serve(tmp_path_factory, "blindspot_comparer_app", {"WB_APP_N": "80", "WB_APP_SEED": "0"})
 
 
 def _selected(page, atom: int) -> None:

@@ -13,23 +13,9 @@ Screenshots: tests/browser/screenshots/layout_*.png, curves_*.png.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-APPS = Path(__file__).resolve().parent / "apps"
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _app_module():
-    spec = importlib.util.spec_from_file_location(
-        "attribution_viewer_app", APPS / "attribution_viewer_app.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _boxes(page, first: str, second: str) -> tuple[dict, dict]:
@@ -40,9 +26,11 @@ def _boxes(page, first: str, second: str) -> tuple[dict, dict]:
     return a.bounding_box(), b.bounding_box()
 
 
-def test_attribution_viewer_layout_titles_and_names(page, attribution_viewer_server, screenshot_dir):
+def test_attribution_viewer_layout_titles_and_names(
+    page, attribution_viewer_server, screenshot_dir, app_module
+):
     page, requests, errors = page
-    app = _app_module()
+    app = app_module("attribution_viewer_app")
     page.set_viewport_size({"width": 1200, "height": 1000})
     page.goto(attribution_viewer_server["url"], wait_until="domcontentloaded", timeout=120_000)
     for width, beside in ((1200, True), (1400, True), (800, False)):
