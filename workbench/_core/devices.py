@@ -1,6 +1,10 @@
-"""Device helpers: the device follows the model; "auto" picks CUDA, then MPS, then CPU."""
+"""Device helpers: the device follows the model; "auto" picks CUDA, then MPS, then CPU. And the one way
+to run a module in eval mode for a call without changing the caller's mode."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -23,3 +27,19 @@ def module_device(module: torch.nn.Module) -> torch.device:
     for t in module.buffers():
         return t.device
     return torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(module: torch.nn.Module | None) -> Iterator[None]:
+    """Run the block with ``module`` in eval mode, then restore the mode the caller left it in (errors
+    included): BatchNorm, dropout and a BatchTopK SAE's threshold must not depend on, or change with, a
+    call that only reads the module. ``None`` (a plain callable, no mode) does nothing."""
+    if module is None:
+        yield
+        return
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)

@@ -17,7 +17,8 @@ from torch import nn
 
 from workbench._core.batching import default_batch_size
 from workbench._core.progress import auto_progress
-from workbench.attribution._base import Forward, as_tensor, prepare
+from workbench._core.validation import check_int
+from workbench.attribution._base import Forward, prepare
 from workbench.attribution.perturbations import Perturbation, masked_scores, resolve_perturbation
 from workbench.models.model import Model
 
@@ -26,8 +27,7 @@ Design = Callable[[int, torch.device], torch.Tensor]
 
 def check_grid(grid_size: int, size: tuple[int, int]) -> int:
     """Validate ``grid_size`` (an integer in [2, min(H, W)]) and return it as an int."""
-    if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 2:
-        raise ValueError(f"grid_size: expected an integer >= 2, got {grid_size!r}")
+    grid_size = check_int(grid_size, "grid_size", minimum=2)
     if grid_size > min(size):
         raise ValueError(f"grid_size: expected at most the image side {min(size)}, got {grid_size}")
     return grid_size
@@ -35,9 +35,7 @@ def check_grid(grid_size: int, size: tuple[int, int]) -> int:
 
 def check_nb_design(nb_design: int) -> int:
     """Validate a design size: an integer >= 2 (a variance needs two points)."""
-    if isinstance(nb_design, bool) or not isinstance(nb_design, int) or nb_design < 2:
-        raise ValueError(f"nb_design: expected an integer >= 2, got {nb_design!r}")
-    return nb_design
+    return check_int(nb_design, "nb_design", minimum=2)
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ def grid_scores(
     desc
         The bar's label.
     """
-    forward, x, y = prepare(model, as_tensor(x), as_tensor(y) if not isinstance(y, int) else y)
+    forward, x, y = prepare(model, x, y)  # NumPy images and targets are converted there
     size = (int(x.shape[-2]), int(x.shape[-1]))
     g = check_grid(grid_size, size)
     perturb = resolve_perturbation(perturbation, perturbation_size)

@@ -39,7 +39,7 @@ from workbench._core.progress import auto_progress
 from workbench._core.progress import progress as _progress
 from workbench._core.seeding import make_generator
 from workbench._core.validation import check_int
-from workbench.attribution._base import as_tensor, batched_scores, finite_maps, prepare
+from workbench.attribution._base import batched_scores, finite_maps, prepare
 from workbench.attribution.perturbations import Perturbation, resolve_perturbation
 from workbench.attribution.registry import register
 
@@ -169,7 +169,7 @@ def rise(
     Forward passes: ``N * ceil(n_masks / batch_size)``, each with at most ``batch_size`` inputs.
     Peak memory holds one batch of full-size masks and masked images.
     """
-    forward, x, y = prepare(model, as_tensor(x), as_tensor(y) if not isinstance(y, int) else y)
+    forward, x, y = prepare(model, x, y)  # NumPy images and targets are converted there
     n, _, h, w = x.shape
     check_int(n_masks, "n_masks")
     check_int(grid_size, "grid_size")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from workbench._core.batching import iter_batches
-from workbench._core.devices import module_device
+from workbench._core.devices import eval_mode, module_device
 from workbench._core.validation import as_tensor, check_images, check_int, check_targets
 from workbench.models.model import Model
 
@@ -137,22 +137,14 @@ def predict(
         )
     forward = forward_fn(model)
     device = model_device(model, images)
-    module = model if isinstance(model, nn.Module) else None
-    was_training = module.training if module is not None else False
     labels, confidence = [], []
-    try:
-        if module is not None:
-            module.eval()
-        with torch.inference_mode():
-            for sl in iter_batches(len(images), batch_size):
-                logits = forward(images[sl].to(device))
-                if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-                    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                    raise ValueError(f"model: expected logits of shape (N, K), got {shape}")
-                conf, pred = logits.float().softmax(1).max(1)
-                labels.append(pred.cpu())
-                confidence.append(conf.cpu())
-    finally:
-        if module is not None:
-            module.train(was_training)
+    with eval_mode(model if isinstance(model, nn.Module) else None), torch.inference_mode():
+        for sl in iter_batches(len(images), batch_size):
+            logits = forward(images[sl].to(device))
+            if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+                shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise ValueError(f"model: expected logits of shape (N, K), got {shape}")
+            conf, pred = logits.float().softmax(1).max(1)
+            labels.append(pred.cpu())
+            confidence.append(conf.cpu())
     return torch.cat(labels), torch.cat(confidence)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch.fx as fx
 from torch import nn
 
+from workbench._core.devices import eval_mode
+
 # Modules that are split points in form only: cutting after them is never useful.
 _TRIVIAL = (nn.Identity, nn.Dropout, nn.Flatten)
 
@@ -53,17 +55,13 @@ class SplitGraph:
 
     @classmethod
     def trace(cls, net: nn.Module) -> SplitGraph:
-        was_training = net.training
-        net.eval()
-        try:
+        with eval_mode(net):
             concrete = {
                 name: p.default
                 for i, (name, p) in enumerate(inspect.signature(net.forward).parameters.items())
                 if i > 0 and p.default is not inspect.Parameter.empty
             }
             graph = _tracer().trace(net, concrete_args=concrete or None)
-        finally:
-            net.train(was_training)
         nodes = list(graph.nodes)
         return cls(net=net, graph=graph, nodes=nodes, cut_index=_valid_cuts(net, nodes))
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench._core.devices import module_device
+from workbench._core.devices import eval_mode, module_device
 from workbench.data.activation_rows import ActivationRows
 from workbench.sae.base import encode_rows, unit_rows
 from workbench.sae.metrics import cofiring, normalize_cofiring
@@ -313,12 +313,11 @@ def gradient_class_directions(
     if layer is None or not hasattr(model, "split"):
         raise ValueError("model: expected a workbench Model and the layer of the activations (layer=...)")
     g, h = model.split(layer)
-    device, was_training = module_device(model), model.training
+    device = module_device(model)
     labels = torch.as_tensor(labels).long().cpu()
     images = images.detach().float().cpu()
-    model.eval()
     out = torch.zeros(n_classes, d, dtype=torch.float64)
-    try:
+    with eval_mode(model):
         for lo in range(0, len(images), batch_size):
             x, y = images[lo : lo + batch_size].to(device), labels[lo : lo + batch_size].to(device)
             with torch.no_grad():
@@ -333,6 +332,4 @@ def gradient_class_directions(
                     f"model: layer {layer!r} gives activations of dimension {rows.shape[-1]}, not {d}"
                 )
             out.index_add_(0, y.cpu(), rows.double().mean(1))
-    finally:
-        model.train(was_training)
     return (out / torch.bincount(labels, minlength=n_classes).clamp_min(1).double().unsqueeze(1)).float()

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench._core.devices import module_device
+from workbench._core.devices import eval_mode, module_device
 from workbench._core.registry import Registry
 from workbench._core.validation import check_int
 
@@ -199,13 +199,10 @@ def encode_rows(sae: nn.Module, rows: torch.Tensor, batch_size: int = 4096) -> t
     Encodes in eval mode and restores the caller's mode: in train mode a BatchTopK SAE's codes depend on
     the batch and every call moves its threshold.
     """
-    was_training, device = sae.training, module_device(sae)
-    sae.eval()
-    try:
+    device = module_device(sae)
+    with eval_mode(sae):
         out = [
             sae.encode(rows[s : s + batch_size].to(device)).float().cpu()
             for s in range(0, len(rows), batch_size)
         ]
-    finally:
-        sae.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, sae.n_atoms)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from workbench._core.batching import iter_batches
+from workbench._core.devices import eval_mode
 from workbench.sae.base import SparseAutoencoder
 
 __all__ = ["energy", "energy_difference", "Blindspots", "blindspots"]
@@ -33,15 +34,11 @@ def energy(sae: SparseAutoencoder, acts: torch.Tensor, batch_size: int = 4096) -
     mode a BatchTopK SAE's codes depend on the batch and each call moves its threshold.
     """
     acts = sae.check_input(acts)
-    was_training = sae.training
-    sae.eval()
-    try:
-        total = None
+    total = None
+    with eval_mode(sae):
         for s in iter_batches(acts.shape[0], batch_size):
             e = sae.encode(acts[s]).abs().sum(0)
             total = e if total is None else total + e
-    finally:
-        sae.train(was_training)
     total = total / acts.shape[0]
     return total / total.sum().clamp_min(1e-30)
 
