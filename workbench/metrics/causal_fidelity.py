@@ -13,7 +13,6 @@ image, run in opposite directions, and share one implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -133,45 +132,56 @@ _RISE = (
 )
 
 
-def _curve_metric(name: str, insert: bool, summary: str) -> Callable[..., CausalFidelity]:
-    """The public ``deletion`` or ``insertion``: one signature for the two directions of :func:`_walk`."""
-
-    def metric(
-        model: Model | nn.Module | Forward,
-        x: torch.Tensor,
-        y: torch.Tensor | int,
-        maps: torch.Tensor,
-        *,
-        steps: int = 10,
-        baseline: Baseline = 0.0,
-        max_fraction: float = 1.0,
-        batch_size: int = 64,
-        score: str = "probability",
-    ) -> CausalFidelity:
-        return _walk(model, x, y, maps, steps=steps, baseline=baseline, max_fraction=max_fraction,
-                     batch_size=batch_size, score=score, insert=insert)  # fmt: skip
-
-    metric.__name__ = metric.__qualname__ = name
-    metric.__doc__ = summary + _PARAMS_DOC
-    return METRICS.register(name, paper=_RISE)(metric)
-
-
-deletion = _curve_metric(
+@METRICS.register(
     "deletion",
-    insert=False,
-    summary="""Deletion (Petsiuk et al., BMVC 2018): remove the most important pixels first; **lower is better**.
+    paper=_RISE,
+)
+def deletion(
+    model: Model | nn.Module | Forward,
+    x: torch.Tensor,
+    y: torch.Tensor | int,
+    maps: torch.Tensor,
+    *,
+    steps: int = 10,
+    baseline: Baseline = 0.0,
+    max_fraction: float = 1.0,
+    batch_size: int = 64,
+    score: str = "probability",
+) -> CausalFidelity:
+    """Deletion (Petsiuk et al., BMVC 2018): remove the most important pixels first; **lower is better**.
 
     At step ``i = 0..steps`` the first ``floor(i * m / steps)`` pixels of the ranking,
     ``m = round(max_fraction * H * W)``, take the baseline's value, and the score of class ``y`` is read.
-""",
-)
-insertion = _curve_metric(
+    """
+    return _walk(model, x, y, maps, steps=steps, baseline=baseline, max_fraction=max_fraction,
+                 batch_size=batch_size, score=score, insert=False)  # fmt: skip
+
+
+@METRICS.register(
     "insertion",
-    insert=True,
-    summary="""Insertion (Petsiuk et al., BMVC 2018): start from the baseline image and put the most important
+    paper=_RISE,
+)
+def insertion(
+    model: Model | nn.Module | Forward,
+    x: torch.Tensor,
+    y: torch.Tensor | int,
+    maps: torch.Tensor,
+    *,
+    steps: int = 10,
+    baseline: Baseline = 0.0,
+    max_fraction: float = 1.0,
+    batch_size: int = 64,
+    score: str = "probability",
+) -> CausalFidelity:
+    """Insertion (Petsiuk et al., BMVC 2018): start from the baseline image and put the most important
     pixels back first; **higher is better**.
 
     At step ``i = 0..steps`` the first ``floor(i * m / steps)`` pixels of the ranking,
     ``m = round(max_fraction * H * W)``, have their value from ``x``, the rest the baseline's.
-""",
-)
+    """
+    return _walk(model, x, y, maps, steps=steps, baseline=baseline, max_fraction=max_fraction,
+                 batch_size=batch_size, score=score, insert=True)  # fmt: skip
+
+
+deletion.__doc__ += _PARAMS_DOC
+insertion.__doc__ += _PARAMS_DOC
