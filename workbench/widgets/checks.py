@@ -101,14 +101,16 @@ def check_names(names: Sequence[str] | None, count: int, name: str, default: str
 
 
 def as_tensor(x: Any, name: str, what: str) -> torch.Tensor:
-    """``x`` as a tensor (NumPy arrays converted without a copy); ``what`` is the expected shape."""
+    """``x`` as a tensor (NumPy arrays by the package's one conversion, :func:`workbench._core.validation.as_tensor`);
+    ``what`` is the expected shape."""
+    from workbench._core.validation import as_tensor as to_tensor
+
+    try:
+        x = to_tensor(x)
+    except ValueError as err:
+        raise ValueError(f"{name}: could not convert the array to a tensor ({err})") from err
     if isinstance(x, torch.Tensor):
         return x
-    if isinstance(x, np.ndarray):
-        try:
-            return torch.from_numpy(x)
-        except TypeError as err:
-            raise ValueError(f"{name}: could not convert the array of dtype {x.dtype} to a tensor") from err
     raise ValueError(f"{name}: expected a torch.Tensor of shape {what}, got {type(x).__name__}")
 
 
@@ -188,10 +190,7 @@ def as_images(images: Any) -> torch.Tensor:
     """A viewer's ``images``: (N, 3, H, W) in [0, 1], a tensor or a NumPy array, as a CPU tensor."""
     from workbench._core.validation import check_images
 
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
-    check_images(images, name="images", channels=3)
-    return images.detach().cpu()
+    return check_images(images, name="images", channels=3).detach().cpu()  # NumPy converted there
 
 
 def check_class_names(
