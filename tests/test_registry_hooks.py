@@ -108,7 +108,9 @@ def test_metrics_zoo_and_baselines_are_registries_with_papers():
     assert {"insertion", "mask_auc", "mege_reco", "average_stability", "model_randomization"} <= set(METRICS)
     with pytest.raises(KeyError, match=r"closest: \['mask_auc'"):
         METRICS.get("mask_au")
-    assert ZOO.names() == sorted(["resnet_shapes", "resnet_textures", "resnet_shapes_shortcut", "vit_shapes"])
+    assert ZOO.names() == sorted(
+        ["resnet_shapes", "resnet_textures", "resnet_shapes_shortcut", "resnet_shape_color", "vit_shapes"]
+    )
     assert "Xiao" in ZOO.entry("vit_shapes").paper
 
 

@@ -82,6 +82,20 @@ for _zoo_entry, _paper in [
     ),
     (
         ZooEntry(
+            "resnet_shape_color",
+            "test_resnet",
+            {},
+            {"rule": "shape_color"},
+            "Small CNN (the texture model's stride-4 ResNet, trained with random occlusions) on a disjunctive"
+            " rule with known concepts: class 1 iff the object is a circle OR red. The ground truth of the"
+            " concept tests: CRAFT should find a 'circle' and a 'red' concept for class 1.",
+            {"occlusion": 0.5},
+            stem="stride4",
+        ),
+        _RESNET + "; concept rule: Fel et al., CRAFT, CVPR 2023",
+    ),
+    (
+        ZooEntry(
             "resnet_shapes_shortcut",
             "test_resnet",
             {"output_stride": 8},
