@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from workbench.data import planted_shapes
 from workbench.models import Model, list_zoo, load_model
 
 # Random-init timm models that cover the four layer kinds the workbench must split:
@@ -160,7 +161,13 @@ def test_bad_images_are_refused(x, match):
 
 def test_list_zoo_has_every_model_with_a_card():
     zoo = list_zoo()
-    assert {"resnet_shapes", "resnet_textures", "vit_shapes", "resnet_shapes_shortcut"} <= set(zoo)
+    assert {
+        "resnet_shapes",
+        "resnet_textures",
+        "vit_shapes",
+        "resnet_shapes_shortcut",
+        "resnet_shape_color",
+    } <= set(zoo)
     for card in zoo.values():
         assert card.get("accuracy"), "zoo weights must ship with a card"
         assert {"data", "training_command", "recipe", "labels"} <= set(card)
@@ -182,11 +189,16 @@ def test_texture_cnn_reads_textures_and_ignores_black():
 
 def test_zoo_models_load_offline_and_are_accurate(shapes_small):
     # The cards claim >= 95% on the default rule; fresh images from another seed must agree.
-    for name in ("resnet_shapes", "vit_shapes"):
+    concept_draw = planted_shapes(64, size=64, seed=123, rule="shape_color")
+    for name, data in [
+        ("resnet_shapes", shapes_small),
+        ("vit_shapes", shapes_small),
+        ("resnet_shape_color", concept_draw),
+    ]:
         model = load_model(f"zoo:{name}")
         assert isinstance(model, Model) and model.card["accuracy"]["test"] >= 0.95
         with torch.no_grad():
-            acc = (model(shapes_small.images).argmax(1) == shapes_small.labels).float().mean().item()
+            acc = (model(data.images).argmax(1) == data.labels).float().mean().item()
         assert acc >= 0.9, f"{name}: {acc}"
 
 
