@@ -37,8 +37,9 @@ def test_panel_serve_sorted_cards_linked_image_tree_opacity(page, concept_galler
     assert [cards.nth(k).get_attribute("data-concept") for k in range(3)] == ["0", "2", "4"]
     assert "object" in cards.first.inner_text() and "importance 0.35" in cards.first.inner_text()
     assert cards.first.locator(".wb-cg-crop img").count() == 8, "top_k=8 crops"
-    assert cards.first.locator(".wb-cg-image").count() == 4, "n_images=4 images where it matters most"
-    assert page.locator('.wb-cg-slot[data-featviz="empty"]').count() == 3
+    assert cards.first.locator(".wb-cg-image").count() == 4, "n_top_images=4 images where it matters most"
+    assert page.locator('.wb-cg-slot[data-featviz="empty"]').count() == 2
+    assert page.locator('.wb-cg-card[data-concept="2"] .wb-cg-slot[data-featviz="filled"] img').count() == 1
     assert "not computed yet" in page.locator(".wb-cg-slot").first.inner_text()
     _wait(page, '.wb-cg-card.wb-selected[data-concept="0"]')  # the most important concept, selected at start
 

@@ -179,7 +179,7 @@ class ConceptGallery(PagedViewer):
         Crops shown per concept (those with the largest positive code).
     page_size
         Concepts per page.
-    n_images
+    n_top_images
         Images shown per concept (those with the largest importance for it).
     title
         Heading (default "Concepts of <class_name>").
@@ -205,7 +205,7 @@ class ConceptGallery(PagedViewer):
     Colour ranges: one per concept and per kind of map (crops, images), from
     :func:`~workbench.widgets.colormaps.map_range` over all the maps of that concept (99.5th percentile),
     so the maps of one concept compare across crops and across images. The crops of a concept are its
-    ``top_k`` crops by code (code > 0 only); its images are the ``n_images`` with the largest
+    ``top_k`` crops by code (code > 0 only); its images are the ``n_top_images`` with the largest
     ``image_importances`` for it. Sorting and colour ranges are the only arithmetic the gallery does.
     """
 
@@ -232,12 +232,12 @@ class ConceptGallery(PagedViewer):
         attribution_viewer: AttributionViewer | None = None,
         top_k: int = 8,
         page_size: int = 4,
-        n_images: int = 4,
+        n_top_images: int = 4,
         title: str | None = None,
         **params: Any,
     ):
         ensure_extension()
-        for value, name in ((top_k, "top_k"), (page_size, "page_size"), (n_images, "n_images")):
+        for value, name in ((top_k, "top_k"), (page_size, "page_size"), (n_top_images, "n_top_images")):
             check_int(value, name)
         self.crops = check_images(crops, name="crops", channels=3).detach().float().cpu()
         m = len(self.crops)
@@ -282,7 +282,7 @@ class ConceptGallery(PagedViewer):
                 raise ValueError(f"attribution_viewer: it shows other images ({tuple(av.shape)}) than the gallery's"
                                  f" {tuple(self.images.shape)}; link viewers of the same images")  # fmt: skip
         self.attribution_viewer = attribution_viewer
-        self.top_k, self.page_size, self.n_top_images = top_k, page_size, n_images
+        self.top_k, self.page_size, self.n_top_images = top_k, page_size, n_top_images
         self._ranges: dict[tuple[str, int], tuple[float, float]] = {}
         params.setdefault("selected", int(self.order[0]))
         selected_image = params.pop("selected_image", None)
@@ -381,7 +381,7 @@ class ConceptGallery(PagedViewer):
         return [(int(i), float(u[i])) for i in idx if u[i] > 0]
 
     def top_images(self, concept: int, k: int | None = None) -> list[tuple[int, float]]:
-        """The images where ``concept`` matters most: ``[(image, importance)]``, at most ``k`` (``n_images``);
+        """The images where ``concept`` matters most: ``[(image, importance)]``, at most ``k`` (``n_top_images``);
         empty without ``image_importances``."""
         c = self._concept(concept)
         if self.image_importances is None:

@@ -9,7 +9,8 @@ over the other two). The crops are a 3 x 3 grid of 32 px windows (stride 16) of 
 crop's code is the mean of each feature over it, its concept maps the features pooled to 4 x 4. The
 images' concept maps are the features pooled to 8 x 8 (a CRAFT-like resolution), their importances the
 maps' means times the class-level importances, which are fixed numbers out of order (so the gallery
-has to sort them). The recursion tree splits "object" into two sub-concepts at an earlier layer. The
+has to sort them). The recursion tree splits "object" into two sub-concepts at an earlier layer; "red"
+has a stand-in feature visualization (its top crops averaged), the other slots stay empty. The
 AttributionViewer shows two maps of the same images. :func:`make_data` is imported by the tests.
 
 Environment variables (all optional): WB_APP_N (images, default 6), WB_APP_SEED (default 0).
@@ -62,6 +63,9 @@ def make_data(n: int = N, seed: int = SEED) -> dict:
         "image_maps": image_maps,
         "tree": tree,
         "concept_names": NAMES,
+        # A stand-in "feature visualization" for "red" only (the mean of its 8 top crops): one slot filled,
+        # the others empty.
+        "featviz": {2: crops[crop_features.mean((2, 3))[:, 2].argsort(descending=True)[:8]].mean(0)},
     }
 
 
@@ -75,7 +79,7 @@ def build(n: int = N, seed: int = SEED):
     viewer = AttributionViewer(data.images, maps, labels=data.labels, class_names=data.class_names,
                                title="AttributionViewer (linked)")  # fmt: skip
     gallery = ConceptGallery(**d, images=data.images, class_name="planted shapes", attribution_viewer=viewer,
-                             top_k=8, page_size=3, n_images=4)  # fmt: skip
+                             top_k=8, page_size=3, n_top_images=4)  # fmt: skip
     return gallery, viewer, data
 
 
