@@ -391,7 +391,7 @@ def test_hsic_batching_determinism_constant_and_errors():
         hsic(model, xr, 0, grid_size=1)
     with pytest.raises(ValueError, match="power of 2"):
         hsic(model, xr, 0, grid_size=2, nb_design=500)  # the default sampler is binary Sobol
-    with pytest.raises(ValueError, match=r"valid: \['bernoulli', 'halton', 'lhs'"):
+    with pytest.raises(ValueError, match=r"valid: \['bernoulli', 'halton', 'halton_xplique', 'lhs'"):
         hsic_interactions(model, xr, 0, grid_size=2, sampler="nope")
     with pytest.raises(ValueError, match="nb_design"):
         hsic(model, xr, 0, grid_size=2, nb_design=1)

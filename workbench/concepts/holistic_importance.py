@@ -39,7 +39,14 @@ from workbench._core.batching import default_batch_size, iter_batches
 from workbench._core.devices import eval_mode
 from workbench._core.progress import progress as _progress
 from workbench._core.registry import Registry
-from workbench._core.validation import as_tensor, check_codes, check_images, check_int, check_targets
+from workbench._core.validation import (
+    as_tensor,
+    check_codes,
+    check_images,
+    check_int,
+    check_targets,
+    closest_names,
+)
 from workbench.attribution._base import finite_maps
 from workbench.attribution.estimators import Estimator, Variance, resolve_estimator, total_indices
 from workbench.attribution.gradients import gauss_legendre, score_gradients
@@ -295,8 +302,9 @@ def code_importance(
         fn = CONCEPT_IMPORTANCE_METHODS.get(method) if method in CONCEPT_IMPORTANCE_METHODS else None
         if fn is None:
             raise ValueError(
-                f"method: unknown concept importance method {method!r};"
-                f" valid: {CONCEPT_IMPORTANCE_METHODS.names()} or a callable"
+                f"method: unknown concept importance method {method!r}; closest:"
+                f" {closest_names(method, CONCEPT_IMPORTANCE_METHODS.names())}"
+                f" (valid: {CONCEPT_IMPORTANCE_METHODS.names()} or a callable)"
             )
     else:
         raise ValueError(f"method: expected a name or a callable, got {type(method).__name__}")

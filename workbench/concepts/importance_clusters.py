@@ -29,7 +29,7 @@ NORMALIZATIONS = ("l1", "l2", None)
 
 @dataclass
 class StrategicClusters:
-    """The result of :func:`strategic_clusters`.
+    """The result of :func:`strategic_clusters` (tensors on the CPU).
 
     Attributes
     ----------
@@ -189,7 +189,7 @@ def strategic_clusters(
         raise ValueError(f"importances: expected per-image concept importances (N, r), got {got}")
     if x.is_complex() or x.dtype == torch.bool:
         raise ValueError(f"importances: expected real values, got dtype {x.dtype}")
-    x = x.detach().float()
+    x = x.detach().float().cpu()  # N x r numbers: clustered on the CPU, results on the CPU
     if not bool(torch.isfinite(x).all()):
         raise ValueError("importances: contains NaN or infinite values")
     n, r = x.shape
