@@ -253,10 +253,11 @@ def nmf(
     inner_sweeps
         HALS sweeps per half-step, over ``U`` and over ``W`` (Gillis & Glineur 2012's acceleration:
         repeating the cheap per-component updates while the products that touch ``A`` stay valid).
-        Default (2, 3): measured on 10,000 and 50,000 x 512 at rank 25 on a CPU, where a sweep over
-        ``U`` (memory-bound matrix-vector products, ``n r^2``) costs about a third of one product with
-        ``A`` (``n d r``), this reached scikit-learn's error in about 40 % fewer iterations than one
-        sweep each and about 25 % less time; more sweeps cost more than the iterations they save.
+        Default (2, 3), measured on planted 10,000 and 50,000 x 512 data at rank 25 on one CPU thread,
+        where a sweep over ``U`` (memory-bound matrix-vector products, ``n r^2``) costs about a third
+        of one product with ``A`` (``n d r``): it reached scikit-learn's error in 35-40 % fewer
+        iterations than one sweep each (29 vs 45, 24 vs 41) and 15-25 % less time; (3, 5) and more
+        saved a few iterations but cost more time than they saved.
     callback
         Called at every check as ``callback(iteration, objective)`` with the objective of the factors
         after ``iteration`` iterations (1, 2, ...); returning True stops the run (the benchmark uses it to
