@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.concepts.craft import ConceptTree, Craft
+from workbench.concepts.craft import ConceptTree, Craft, CraftResult
 from workbench.concepts.crops import grid_crops, random_crops
 from workbench.models import load_model
 from workbench.models.model import Model
@@ -227,5 +227,13 @@ def test_refine_and_tree(fitted, peer, tmp_path):
     assert set(sub.crop_indices) <= set(owned.tolist()) and len(sub.crop_indices) == 4
     json.dumps(tree.to_dict())
     assert ConceptTree.load(tree.save(tmp_path / "tree")) == tree
+    result = craft.result()
+    back = CraftResult.load(result.save(tmp_path / "craft"))
+    assert torch.equal(back.concepts, craft.concepts) and torch.equal(
+        back.crop_positions, craft.crop_positions
+    )
+    assert (
+        back.tree == craft.tree(importance=None).to_dict() and back.layer == "layer4" and back.class_id == 1
+    )
     with pytest.raises(ValueError, match="not earlier"):
         craft.refine(k, layer="layer4")
