@@ -52,6 +52,51 @@ def check_int(value: int, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_activations(
+    a: torch.Tensor | np.ndarray,
+    name: str = "A",
+    *,
+    n_features: int | None = None,
+    nonnegative: bool = False,
+) -> torch.Tensor:
+    """A matrix of activations (n, d) as a floating tensor, or a clear error naming ``name``.
+
+    The check every factorization (NMF, PCA, ...) runs on its input. Integer and bool matrices become
+    float32; floating ones keep their dtype and device. ``n_features`` is the width the matrix must have
+    (a fitted factorization's); ``nonnegative`` refuses negative entries and names the minimum found
+    (NMF needs A >= 0; a caller such as CRAFT passes ``name="activations of layer 'layer4'"``). NaN and
+    infinite values are refused. The value checks cost one device synchronisation.
+    """
+    a = as_tensor(a)
+    if not isinstance(a, torch.Tensor) or a.ndim != 2:
+        shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+        width = n_features if n_features is not None else "d"
+        raise ValueError(f"{name}: expected a matrix of shape (n, {width}), got {shape}")
+    if a.is_complex():
+        raise ValueError(f"{name}: expected real values, got dtype {a.dtype}")
+    if not a.is_floating_point():
+        a = a.float()
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name}: got an empty matrix, shape {tuple(a.shape)}")
+    if n_features is not None and a.shape[1] != n_features:
+        raise ValueError(
+            f"{name}: expected {n_features} features (the width the factorization was fitted on),"
+            f" got shape {tuple(a.shape)}"
+        )
+    if not tracing():
+        lo, hi = torch.aminmax(a.detach())
+        lo, hi = float(lo), float(hi)
+        if not (lo == lo and hi == hi) or abs(lo) == float("inf") or abs(hi) == float("inf"):
+            raise ValueError(f"{name}: contains NaN or infinite values")
+        if nonnegative and lo < 0:
+            raise ValueError(
+                f"{name}: expected non-negative values (NMF factorizes A >= 0), got minimum {lo:.4g};"
+                " take activations after a ReLU, or use a factorization that accepts signed data"
+                " (semi_nmf, pca, ica, kmeans)"
+            )
+    return a
+
+
 def check_images(
     x: torch.Tensor,
     name: str = "x",
