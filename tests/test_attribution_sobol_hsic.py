@@ -80,7 +80,7 @@ def test_samplers_shape_range_determinism(name):
     assert a.shape == (16, 5) and a.dtype == torch.float32
     assert float(a.min()) >= 0 and float(a.max()) < 1
     torch.testing.assert_close(a, sampling.sample(name, 16, 5, seed=1))
-    if name not in ("sobol_unscrambled", "sobol_xplique"):  # the plain Sobol sequence has no randomness
+    if name not in ("sobol_unscrambled", "sobol_xplique", "halton_xplique"):  # plain sequences: no randomness
         assert not torch.equal(a, sampling.sample(name, 16, 5, seed=2))
 
 
@@ -92,7 +92,7 @@ def test_binary_masks_and_errors():
     assert abs(float(b.mean()) - 0.5) < 0.05
     with pytest.raises(ValueError, match="power of 2"):
         sampling.sample("sobol", 30, 2)
-    with pytest.raises(ValueError, match=r"valid: \['halton', 'lhs'"):
+    with pytest.raises(ValueError, match=r"valid: \['halton', 'halton_xplique', 'lhs'"):
         sampling.sample("nope", 4, 2)
     with pytest.raises(ValueError, match="'bernoulli'"):
         sampling.binary_masks("nope", 4, 2)
@@ -391,7 +391,7 @@ def test_hsic_batching_determinism_constant_and_errors():
         hsic(model, xr, 0, grid_size=1)
     with pytest.raises(ValueError, match="power of 2"):
         hsic(model, xr, 0, grid_size=2, nb_design=500)  # the default sampler is binary Sobol
-    with pytest.raises(ValueError, match=r"valid: \['bernoulli', 'halton', 'lhs'"):
+    with pytest.raises(ValueError, match=r"valid: \['bernoulli', 'halton', 'halton_xplique', 'lhs'"):
         hsic_interactions(model, xr, 0, grid_size=2, sampler="nope")
     with pytest.raises(ValueError, match="nb_design"):
         hsic(model, xr, 0, grid_size=2, nb_design=1)

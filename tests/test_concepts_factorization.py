@@ -208,6 +208,21 @@ def test_nnls_gradient_equals_closed_form_inside_a_graph():
     assert torch.allclose(gx, x.grad, atol=1e-9) and torch.allclose(gw, w.grad, atol=1e-9)
 
 
+@pytest.mark.parametrize("nonnegative", [True, False])
+def test_sparse_encode_gradient_with_l1(nonnegative):
+    """The l1 term only shifts the KKT system on the support (by l1 times the signs): the same implicit
+    gradient, checked against central differences."""
+    a, w = _nnls_problem(n=4, d=6, r=3, seed=5)
+    a.requires_grad_(True)
+    w.requires_grad_(True)
+
+    def codes(a, w):
+        return sparse_encode(a, w, l1=0.2, l2=0.05, nonnegative=nonnegative)
+
+    assert (codes(a, w) != 0).any()
+    assert torch.autograd.gradcheck(codes, (a, w), eps=1e-6, atol=1e-6)
+
+
 def test_sparse_encode_orthonormal_closed_form():
     """With orthonormal atoms the lasso decouples: u = soft(a D^T, l1) (signed), max(a D^T - l1, 0)
     (non-negative)."""

@@ -188,6 +188,12 @@ def blindspot_server(tmp_path_factory) -> Iterator[dict]:
     yield from _served(tmp_path_factory, "blindspot_comparer_app", 80, 0, timeout=300)
 
 
+@pytest.fixture(scope="module")
+def concept_gallery_server(tmp_path_factory) -> Iterator[dict]:
+    """apps/concept_gallery_app.py served: ``{"url", "log", "n", "seed"}``."""
+    yield from _served(tmp_path_factory, "concept_gallery_app", 6, 0)
+
+
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[object]:
     """Headless /usr/bin/chromium through Playwright's sync API, with a fresh user-data-dir."""
@@ -340,3 +346,34 @@ def jupyter_lab(tmp_path_factory) -> Iterator[dict]:
     proc = start_server(cmd, f"{url}/api/status", log, env=env, timeout=180)
     yield {"url": url, "root": root, "log": log}
     stop(proc)
+
+
+def shutdown_sessions(url: str, name: str) -> None:
+    """Shut down the kernels of notebook ``name`` in the Lab at ``url`` (leave the shared Lab as found)."""
+    import json
+
+    with urllib.request.urlopen(f"{url}/api/sessions", timeout=30) as resp:
+        sessions = json.load(resp)
+    for session in sessions:
+        if session.get("path", "").endswith(name):
+            req = urllib.request.Request(f"{url}/api/sessions/{session['id']}", method="DELETE")
+            urllib.request.urlopen(req, timeout=30).close()
+
+
+@pytest.fixture
+def lab_notebook(jupyter_lab) -> Iterator[object]:
+    """``lab_notebook(name, cells) -> url``: writes notebook ``name`` into the shared Lab's root and returns the
+    URL that opens it in a workspace of its own (so no other test's Lab page reopens it); its kernels are
+    shut down after the test."""
+    written: list[str] = []
+
+    def make(name: str, cells: list[str]) -> str:
+        write_notebook(jupyter_lab["root"] / name, cells)
+        written.append(name)
+        return f"{jupyter_lab['url']}/lab/workspaces/{Path(name).stem}/tree/{name}"
+
+    try:
+        yield make
+    finally:
+        for name in written:
+            shutdown_sessions(jupyter_lab["url"], name)

@@ -185,43 +185,21 @@ LAB_CELLS = [
 ]
 
 
-def test_jupyterlab_hover_and_click(page, jupyter_lab, screenshot_dir):
+def test_jupyterlab_hover_and_click(page, lab_notebook, screenshot_dir):
     """The same widget in a notebook: updates after display must not fetch anything from a CDN."""
-    import nbformat
-
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in LAB_CELLS])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, jupyter_lab["root"] / "attribution.ipynb")
+    url = lab_notebook("attribution.ipynb", LAB_CELLS)  # its kernel is shut down after the test
     page, requests, _errors = page
-    try:
-        _lab_checks(page, jupyter_lab["url"], screenshot_dir)
-    finally:  # leave the shared Lab as found: no kernel of this notebook left running
-        _shutdown_sessions(jupyter_lab["url"], "attribution.ipynb")
+    _lab_checks(page, url, screenshot_dir)
     assert not requests.external(), f"requests left the machine: {requests.external()}"
-
-
-def _shutdown_sessions(url: str, name: str) -> None:
-    import json
-    import urllib.request
-
-    with urllib.request.urlopen(f"{url}/api/sessions", timeout=30) as resp:
-        sessions = json.load(resp)
-    for session in sessions:
-        if session.get("path", "").endswith(name):
-            req = urllib.request.Request(f"{url}/api/sessions/{session['id']}", method="DELETE")
-            urllib.request.urlopen(req, timeout=30).close()
 
 
 def _lab_checks(page, url: str, screenshot_dir) -> None:
     from playwright.sync_api import expect
 
     t0 = time.monotonic()
-    # A workspace of its own: the default one (the DatasetViewer's Lab test) must not reopen this notebook.
-    page.goto(
-        f"{url}/lab/workspaces/attribution/tree/attribution.ipynb",
-        wait_until="domcontentloaded",
-        timeout=180_000,
-    )
+    # A workspace of its own (lab_notebook's URL): the default one (the DatasetViewer's Lab test) must not reopen
+    # this notebook.
+    page.goto(url, wait_until="domcontentloaded", timeout=180_000)
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="visible", timeout=180_000)
     page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(state="visible", timeout=180_000)
     page.locator(".jp-Notebook .jp-Cell").first.click()  # focus the notebook, so the Run menu targets it

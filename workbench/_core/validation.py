@@ -330,3 +330,30 @@ def check_baseline(
                 f" in [{lo:.4g}, {hi:.4g}]"
             )
     return base.expand(n, c, h, w)
+
+
+def check_codes(codes: torch.Tensor | np.ndarray, name: str = "codes") -> torch.Tensor:
+    """Concept coefficients (N, r, *positions) as a detached float tensor, or a clear error.
+
+    One row of ``r`` coefficients per image: (N, r) for pooled activations, (N, r, H, W) per position
+    of a CNN map, (N, r, T) per ViT token. Float32 unless they are float64 already; NaN or infinite
+    values are refused (a concept score computed from them would be NaN).
+    """
+    codes = as_tensor(codes)
+    if not isinstance(codes, torch.Tensor) or codes.ndim < 2:
+        shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+        raise ValueError(
+            f"{name}: expected concept coefficients (N, r), (N, r, H, W) or (N, r, T), got {shape}"
+        )
+    if codes.shape[0] == 0 or codes.shape[1] == 0:
+        raise ValueError(
+            f"{name}: expected at least one image and one concept, got shape {tuple(codes.shape)}"
+        )
+    if codes.is_complex() or codes.dtype == torch.bool:
+        raise ValueError(f"{name}: expected real values, got dtype {codes.dtype}")
+    codes = codes.detach()
+    if codes.dtype != torch.float64:
+        codes = codes.float()
+    if not bool(torch.isfinite(codes).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return codes

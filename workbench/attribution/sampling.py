@@ -15,6 +15,9 @@ Continuous samplers (:data:`SAMPLERS`):
   1,000 HSIC masks), seed ignored. Binary masks from it are rounded as Xplique rounds them
   (``tf.round``, half to even: a coordinate of exactly 0.5, frequent in this sequence, gives 0).
 - ``"halton"``: scrambled Halton sequence (``scipy.stats.qmc.Halton``).
+- ``"halton_xplique"``: Xplique's ``HaltonSequenceRS`` (the sampler of its CRAFT concept importance):
+  the plain, unscrambled Halton sequence **with** its first point (the origin, so the first ``A`` row
+  masks every variable to 0); any ``n``, seed ignored.
 - ``"lhs"``: Latin hypercube (``scipy.stats.qmc.LatinHypercube``): each column is stratified into ``n``
   equal bins with one point per bin.
 - ``"uniform"``: i.i.d. uniform draws (``torch.rand`` with a seeded generator).
@@ -107,6 +110,16 @@ def sobol_xplique_points(n: int, d: int, seed: int = 0) -> np.ndarray:
 def halton_points(n: int, d: int, seed: int = 0) -> np.ndarray:
     """Scrambled Halton points (n, d)."""
     return _qmc(qmc.Halton, d, seed, scramble=True).random(n)
+
+
+@SAMPLERS.register(
+    "halton_xplique",
+    paper="Halton, Numer. Math. 2 (1960); Xplique's HaltonSequenceRS (CRAFT, Fel et al., CVPR 2023)",
+)
+def halton_xplique_points(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Xplique's Halton design (n, d): the unscrambled Halton sequence from its first point (the
+    origin), as ``HaltonSequenceRS``; ``seed`` unused (the sequence is deterministic)."""
+    return _qmc(qmc.Halton, d, seed, scramble=False).random(int(n))
 
 
 @SAMPLERS.register("lhs", paper="McKay, Beckman & Conover, Technometrics 21 (1979)")

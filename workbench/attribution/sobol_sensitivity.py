@@ -72,7 +72,8 @@ def sobol_design(
     ----------
     sampler
         A sampler name (``"sobol"``, scrambled, the default; ``"sobol_unscrambled"``, ``"sobol_xplique"``,
-        ``"halton"``, ``"lhs"``, ``"uniform"``) or ``fn(n, d, seed) -> (n, d)`` in [0, 1].
+        ``"halton"``, ``"halton_xplique"`` (Xplique's CRAFT masks), ``"lhs"``, ``"uniform"``) or
+        ``fn(n, d, seed) -> (n, d)`` in [0, 1].
     nb_design
         ``N``, the number of rows of ``A`` and ``B`` (a power of 2 for the Sobol samplers).
     d

@@ -18,7 +18,7 @@ import inspect
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from workbench._core.serialization import atomic_write_bytes, load_result, save_
 from workbench._core.validation import check_fraction, check_images, check_int
 from workbench.concepts.crops import grid_crops, random_crops
 from workbench.concepts.dictionary_learning import NMF, Factorization, create_factorization
+from workbench.concepts.holistic_importance import ConceptHead, code_importance
 from workbench.concepts.nmf_solvers import nnls
 from workbench.models.model import Model
 from workbench.models.scoring import predict
@@ -51,9 +52,11 @@ NMF_TOL, NMF_MAX_ITER = 1e-7, 2000
 class ConceptTree:
     """A node of CRAFT's concept tree (the root stands for the whole decomposition at one layer).
 
+    Its :meth:`to_dict` is the node format of :class:`~workbench.widgets.ConceptGallery`'s tree.
+
     Attributes
     ----------
-    concept_id
+    concept
         The concept's index in its decomposition (None at the root).
     layer
         The layer the concept lives at.
@@ -63,28 +66,28 @@ class ConceptTree:
         The concept's Sobol importance for ``class_id`` (None at the root or when not computed).
     ambiguity
         Its ambiguity score in [0, 1] (None when not computed), see :meth:`Craft.ambiguity`.
-    crop_indices
+    crops
         Its top crops, by decreasing coefficient, as indices into the *root's* crops (so a widget reads
-        every crop of the tree from one array).
+        every crop of the tree from one array); at the root, all the crops of the decomposition.
     n_crops
         How many crops the concept owns (its coefficient is the largest of the crop's codes).
     children
         The sub-concepts found by :meth:`Craft.refine` at an earlier layer (the root: the concepts).
     """
 
-    concept_id: int | None
+    concept: int | None
     layer: str
     class_id: int
     importance: float | None = None
     ambiguity: float | None = None
-    crop_indices: list[int] = field(default_factory=list)
+    crops: list[int] = field(default_factory=list)
     n_crops: int = 0
     children: list[ConceptTree] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able nested dict."""
-        out = {k: getattr(self, k) for k in ("concept_id", "layer", "class_id", "importance", "ambiguity")}
-        out.update(crop_indices=list(self.crop_indices), n_crops=self.n_crops)
+        """A JSON-able nested dict (keys: the attribute names)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "children"}
+        out["crops"] = list(self.crops)
         out["children"] = [c.to_dict() for c in self.children]
         return out
 
@@ -261,15 +264,15 @@ class Craft:
             raise RuntimeError("this Craft is not fitted yet: call fit(images, class_id) first")
 
     def _check_images(self, images: torch.Tensor, name: str = "images") -> torch.Tensor:
-        images = check_images(images, name, channels=self.model.input_size[0])
+        return check_images(images, name, channels=self.model.input_size[0])
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (or crops) at the model's input size (bilinear, ``align_corners=False``, as the crops of
+        :meth:`fit`): the concepts were learned at that scale."""
         size = tuple(self.model.input_size[1:])
-        if tuple(images.shape[-2:]) != size:
-            raise ValueError(
-                f"{name}: expected images of the model's input size {size[0]}x{size[1]}, got"
-                f" {images.shape[-2]}x{images.shape[-1]}; CRAFT resizes its crops to the input size, so"
-                " its concepts live at that scale: resize the images first"
-            )
-        return images
+        if tuple(x.shape[-2:]) == size:
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
     def _check_class(self, class_id: int) -> int:
         class_id = check_int(class_id, "class_id", minimum=0)
@@ -310,25 +313,22 @@ class Craft:
 
     def crop_activations_of(self, crops: torch.Tensor) -> torch.Tensor:
         """Pooled activations (M, d) of crops: each resized to the input size (bilinear), then g."""
-        size = tuple(self.model.input_size[1:])
         rows = []
         with eval_mode(self.model), torch.inference_mode():
             batches = list(iter_batches(len(crops), self.batch_size))
             for sl in _progress(batches, enabled=self.progress, desc="CRAFT crops"):
-                x = crops[sl].to(self.device)
-                if tuple(x.shape[-2:]) != size:
-                    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-                acts = self._g(x)
+                acts = self._g(self._resize(crops[sl].to(self.device)))
                 rows.append(self._pool(acts))
         return torch.cat(rows)
 
     def activations(self, images: torch.Tensor) -> torch.Tensor:
-        """g's activations of whole images, in the layer's layout ((N, d, h, w), (N, T, d) or (N, d))."""
+        """g's activations of images (resized to the model's input size when they are not), in the
+        layer's layout: (N, d, h, w), (N, T, d) or (N, d)."""
         images = self._check_images(images)
         outs = []
         with eval_mode(self.model), torch.inference_mode():
             for sl in iter_batches(len(images), self.batch_size):
-                outs.append(self._g(images[sl].to(self.device)))
+                outs.append(self._g(self._resize(images[sl].to(self.device))))
         return torch.cat(outs)
 
     # -- fit ----------------------------------------------------------------------------------------
@@ -444,28 +444,28 @@ class Craft:
             return nnls(rows, self.concepts.to(rows.dtype), l2=self.l2_u)
         return self.factorization_.transform(rows)
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Activations in the layer's layout from codes (N, r, *rest): U W per position."""
+    def head(self) -> ConceptHead:
+        """``head(codes) = h(U W)`` in the layer's layout: the model above the layer as a function of the
+        codes (:class:`~workbench.concepts.ConceptHead`), what :meth:`importance` perturbs."""
         self._require_fit()
-        r = self.concepts.shape[0]
-        if codes.ndim < 2 or codes.shape[1] != r:
-            raise ValueError(f"codes: expected (N, {r}, ...), got {tuple(codes.shape)}")
-        rows = codes.movedim(1, -1).reshape(-1, r)
-        if self._exact_nnls:
-            acts = rows @ self.concepts.to(rows.dtype)
-        else:
-            acts = self.factorization_.reconstruct(rows)
-        acts = acts.reshape(*codes.shape[:1], *codes.shape[2:], -1)
-        return acts.movedim(-1, 1) if codes.ndim == 4 else acts
+        return ConceptHead(self._h, self.concepts if self._exact_nnls else self.factorization_)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Activations in the layer's layout from codes (N, r, *positions): U W per position."""
+        return self.head().activation(codes)
 
     def transform(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-position concept codes of images: (N, r, h, w) for a CNN, (N, r, T) for a ViT's tokens."""
+        """Per-position concept codes of images: (N, r, h, w) for a CNN, (N, r, T) for a ViT's tokens.
+
+        Images of another size than the model's input (crops, for example) are resized to it first, as
+        the crops of :meth:`fit` were.
+        """
         self._require_fit()
         images = self._check_images(images)
         outs = []
         with eval_mode(self.model), torch.inference_mode():
             for sl in iter_batches(len(images), self.batch_size):
-                outs.append(self.encode(self._g(images[sl].to(self.device))))
+                outs.append(self.encode(self._g(self._resize(images[sl].to(self.device)))))
         return torch.cat(outs)
 
     @property
@@ -479,9 +479,6 @@ class Craft:
     def _fit_images(self) -> torch.Tensor:
         ids = torch.unique(self.crop_positions[:, 0])
         return self.images[ids.to(self.images.device)]
-
-    def _head(self, codes: torch.Tensor) -> torch.Tensor:
-        return self._h(self.decode(codes))
 
     def importance(
         self,
@@ -512,17 +509,15 @@ class Craft:
             Passed to :func:`code_importance` (``sampler``, ``estimator``, ...).
         """
         self._require_fit()
-        default = images is None
+        default = images is None or images is self.images
         images = self._fit_images() if default else self._check_images(images)
         class_id = self.class_id if class_id is None else self._check_class(class_id)
         codes = self.transform(images)
         targets = torch.full((len(images),), class_id, dtype=torch.long, device=codes.device)
         kwargs.setdefault("seed", self.seed)
-        from workbench.concepts.concept_importance import code_importance
-
         with eval_mode(self.model):
             scores = code_importance(
-                self._head, codes, targets, method, batch_size=self.batch_size, nb_design=nb_design, **kwargs
+                self.head(), codes, targets, method, batch_size=self.batch_size, nb_design=nb_design, **kwargs
             )
         scores = torch.as_tensor(scores).detach()
         mean = scores.mean(0)
@@ -574,7 +569,7 @@ class Craft:
         with eval_mode(self.model), torch.enable_grad():
             for sl in _progress(batches, enabled=self.progress, desc="CRAFT gradient maps"):
                 x = images[sl].to(self.device).detach().requires_grad_(True)
-                totals = self.encode(self._g(x)).flatten(2).sum(2)  # (B, r); images are independent
+                totals = self.encode(self._g(self._resize(x))).flatten(2).sum(2)  # (B, r), images independent
                 for k in range(r):  # one forward per batch, one backward per concept
                     (grad,) = torch.autograd.grad(totals[:, k].sum(), x, retain_graph=k < r - 1)
                     out[sl, k] = (grad * x).sum(1).detach()
@@ -747,14 +742,14 @@ class Craft:
             imp = self.importance().detach().cpu()
         owners = self.owners().cpu()
         root = ConceptTree(None, self.layer, int(self.class_id), n_crops=len(self.crops))
-        root.crop_indices = self.root_crop_indices.tolist()
+        root.crops = self.root_crop_indices.tolist()
         for k in range(self.concepts.shape[0]):
             node = ConceptTree(
                 k,
                 self.layer,
                 int(self.class_id),
                 importance=None if imp is None else float(imp[k]),
-                crop_indices=self.root_crop_indices[self.top_crops(k, top)].tolist(),
+                crops=self.root_crop_indices[self.top_crops(k, top)].tolist(),
                 n_crops=int((owners == k).sum()),
             )
             if k in self.children:

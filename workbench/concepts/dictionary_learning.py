@@ -37,6 +37,8 @@ from workbench.concepts.nmf_solvers import (
     _check_tol,
     _compute_dtype,
     _hals_sweeps,
+    _squared_norm,
+    f64,
     nmf,
     nnls,
     sparse_encode,
@@ -274,7 +276,7 @@ class SemiNMF(Factorization):
         r = self.n_concepts
         h, _ = _kmeans_start(a, r, self.seed)
         ut = (h + 0.2).T.contiguous()
-        a_sq = float(a.pow(2).sum(dtype=torch.float64))
+        a_sq = _squared_norm(a)
         eye = torch.eye(r, dtype=a.dtype, device=a.device)
         previous = None
         for _ in range(self.max_iter):
@@ -283,7 +285,7 @@ class SemiNMF(Factorization):
             ridge = qu.diagonal().mean() * 1e-10 + torch.finfo(a.dtype).tiny
             w = torch.linalg.solve(qu + ridge * eye, pw)
             # the objective; at the W optimum <U^T U, W W^T> = <U^T A, W>, so 0.5 (|A|^2 - <U^T A, W>)
-            f = 0.5 * (a_sq - float((pw.double() * w.double()).sum()))
+            f = 0.5 * (a_sq - float((f64(pw) * f64(w)).sum()))
             if previous is not None and (previous - f) < self.tol * max(abs(f), 1e-300):
                 break
             previous = f
@@ -343,7 +345,7 @@ class ConvexNMF(Factorization):
         y = a @ a.T
         yp, yn = y.clamp_min(0), (-y).clamp_min(0)
         tiny = torch.finfo(a.dtype).tiny
-        a_sq = float(a.pow(2).sum(dtype=torch.float64))
+        a_sq = _squared_norm(a)
         previous = None
         for _ in range(self.max_iter):
             ypw, ynw = yp @ wc, yn @ wc
@@ -408,12 +410,12 @@ class PCA(Factorization):
         A = self._check(A, fitted=False)
         self._check_rank(A)
         dtype = _compute_dtype(A)
-        a = A.detach().double()
+        a = f64(A.detach())
         mean = a.mean(0)
         _, s, vt = top_singular(a - mean, self.n_concepts)
-        self._components = _flip_rows(vt).to(dtype)
-        self.mean = mean.to(dtype)
-        self.explained_variance = (s**2 / max(A.shape[0] - 1, 1)).to(dtype)
+        self._components = _flip_rows(vt).to(A.device, dtype)
+        self.mean = mean.to(A.device, dtype)
+        self.explained_variance = (s**2 / max(A.shape[0] - 1, 1)).to(A.device, dtype)
         return self
 
     def transform(self, A: torch.Tensor) -> torch.Tensor:
@@ -484,7 +486,7 @@ class ICA(Factorization):
         A = self._check(A, fitted=False)
         self._check_rank(A)
         dtype, r, n = _compute_dtype(A), self.n_concepts, A.shape[0]
-        a = A.detach().double()
+        a = f64(A.detach())
         mean = a.mean(0)
         xc = a - mean
         _, s, vt = top_singular(xc, r)
@@ -509,9 +511,9 @@ class ICA(Factorization):
         sources = w @ x1 / n**0.5  # = W K (A - mean)^T
         w = w / sources.std(1, correction=0)[:, None]
         unmixing = w @ k
-        self.unmixing = unmixing.to(dtype)
-        self._components = torch.linalg.pinv(unmixing).T.contiguous().to(dtype)
-        self.mean = mean.to(dtype)
+        self.unmixing = unmixing.to(A.device, dtype)
+        self._components = torch.linalg.pinv(unmixing).T.contiguous().to(A.device, dtype)
+        self.mean = mean.to(A.device, dtype)
         return self
 
     def transform(self, A: torch.Tensor) -> torch.Tensor:

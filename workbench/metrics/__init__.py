@@ -5,6 +5,9 @@ by :func:`workbench._core.validation.as_tensor`).
 
 - Causal fidelity: :func:`deletion`, :func:`insertion` (Petsiuk et al. 2018), :func:`mufidelity`
   (Bhatt et al. 2020).
+- Concept fidelity (Fel et al., NeurIPS 2023): :func:`c_deletion`, :func:`c_insertion`,
+  :func:`c_mufidelity` on concept coefficients and a head ``h(codes) -> logits`` (no concept method
+  needed: ``workbench.concepts.concept_space`` builds both from a model, a layer and a concept bank).
 - Localization against ground-truth masks: :func:`energy_in_mask`, :func:`mask_auc`,
   :func:`pointing_game`.
 - Concentration: :func:`sparseness` (Gini), :func:`complexity` (entropy).
@@ -19,7 +22,8 @@ by :func:`workbench._core.validation.as_tensor`).
 Files are named after the idea they implement, and no public name equals a submodule's name:
 ``mufidelity`` (function) lives in ``mufidelity_correlation.py``, ``complexity`` and ``sparseness`` in
 ``concentration.py``, ``average_stability`` in ``noise_stability.py``, ``mege_reco`` in
-``algorithmic_stability.py``.
+``algorithmic_stability.py``, ``c_deletion``, ``c_insertion`` and ``c_mufidelity`` in
+``concept_fidelity.py``.
 - Baselines (:mod:`workbench.metrics.baselines`: zero, mean, uniform, blur, local_mean, scramble, ROAD,
   any callable or image) and their effects (Picard et al. 2025): :func:`information_removal`,
   :func:`ood_distance`, :func:`baseline_study`.
@@ -35,6 +39,7 @@ from workbench.metrics.baseline_effects import (
 from workbench.metrics.baselines import BASELINES, get_baseline, list_baselines
 from workbench.metrics.causal_fidelity import CausalFidelity, deletion, insertion
 from workbench.metrics.concentration import complexity, sparseness
+from workbench.metrics.concept_fidelity import c_deletion, c_insertion, c_mufidelity
 from workbench.metrics.localization import energy_in_mask, mask_auc, pointing_game
 from workbench.metrics.map_similarity import map_spearman, ssim
 from workbench.metrics.mufidelity_correlation import mufidelity
@@ -51,6 +56,9 @@ __all__ = [
     "RandomizationResult",
     "average_stability",
     "baseline_study",
+    "c_deletion",
+    "c_insertion",
+    "c_mufidelity",
     "complexity",
     "deletion",
     "energy_in_mask",

@@ -31,6 +31,29 @@ __all__ = ["mufidelity"]
 CORRELATIONS = ("pearson", "spearman")
 
 
+def check_correlation(correlation: str) -> str:
+    """``correlation`` if it names one of :data:`CORRELATIONS`, else a ValueError listing them."""
+    if correlation not in CORRELATIONS:
+        raise ValueError(f"correlation: expected one of {CORRELATIONS}, got {correlation!r}")
+    return correlation
+
+
+def random_subsets(n_samples: int, d: int, k: int, seed: int | torch.Generator | None = 0) -> torch.Tensor:
+    """(n_samples, d) float 0/1 indicators on the CPU: row ``s`` marks a uniformly random subset of
+    exactly ``k`` of the ``d`` features (the first ``k`` of a random permutation), drawn from ``seed``.
+
+    The subsets of MuFidelity (grid cells) and of C-MuFidelity (concepts).
+    """
+    order = torch.argsort(torch.rand(n_samples, d, generator=make_generator(seed)), dim=1)
+    return torch.zeros(n_samples, d).scatter_(1, order[:, :k], 1.0)
+
+
+def correlate(attributed: torch.Tensor, drops: torch.Tensor, correlation: str) -> torch.Tensor:
+    """Per-row correlation (N,) float32 of the attributed sums and the score drops, both (N, samples)."""
+    corr = pearson if check_correlation(correlation) == "pearson" else spearman
+    return corr(attributed.double(), drops.double())
+
+
 @METRICS.register(
     "mufidelity",
     paper="Bhatt, Weller & Moura, Evaluating and Aggregating Feature-based Model Explanations, IJCAI 2020",
@@ -99,8 +122,7 @@ def mufidelity(
     n_samples = check_int(n_samples, "n_samples", 2)
     batch_size = check_int(batch_size, "batch_size")
     subset_fraction = check_fraction(subset_fraction, "subset_fraction", inclusive=(False, False))
-    if correlation not in CORRELATIONS:
-        raise ValueError(f"correlation: expected one of {CORRELATIONS}, got {correlation!r}")
+    check_correlation(correlation)
     forward, x, y = prepare(model, x, y)
     forward = score_fn(forward, score)
     maps = maps_for(maps, x)
@@ -113,10 +135,7 @@ def mufidelity(
         )
     d = grid_size * grid_size
     k = max(1, round(subset_fraction * d))
-    gen = make_generator(seed)
-    # removed[s, c] = 1 if cell c is in subset s: the first k cells of a random permutation per sample
-    order = torch.argsort(torch.rand(n_samples, d, generator=gen), dim=1)
-    removed = torch.zeros(n_samples, d).scatter_(1, order[:, :k], 1.0).to(x.device)
+    removed = random_subsets(n_samples, d, k, seed).to(x.device)
     pixels = F.interpolate(removed.view(n_samples, 1, grid_size, grid_size), size=(h, w), mode="nearest")[
         :, 0
     ]
@@ -131,6 +150,4 @@ def mufidelity(
         drops[sl] = reference.index_select(0, img) - class_scores(
             removed_forward(inputs), y.index_select(0, img)
         )
-    drops = drops.view(n, n_samples)
-    corr = pearson if correlation == "pearson" else spearman
-    return corr(attributed, drops.double())
+    return correlate(attributed, drops.view(n, n_samples), correlation)

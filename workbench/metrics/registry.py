@@ -19,6 +19,7 @@ METRICS: Registry[Callable] = Registry(
         "workbench.metrics.algorithmic_stability",
         "workbench.metrics.baseline_effects",
         "workbench.metrics.causal_fidelity",
+        "workbench.metrics.concept_fidelity",
         "workbench.metrics.concentration",
         "workbench.metrics.localization",
         "workbench.metrics.map_similarity",

@@ -2,11 +2,17 @@
 
 Importing it loads Panel's JavaScript inline, once (no CDN): see :func:`ensure_extension`.
 Widgets receive results (images, predictions, maps, concepts); they never train or explain by themselves.
+
+AttributionViewer (maps of several methods over images), DatasetViewer (images, labels, concepts),
+MetricsBoard (metric scores by method), AtomBrowser and BlindspotComparer (sparse dictionaries' atoms),
+ConceptGallery (a class's concepts by importance: crops, maps, images, recursion tree; linked to an
+AttributionViewer).
 """
 
 from workbench.widgets.atom_browser import AtomBrowser
 from workbench.widgets.attribution_viewer import AttributionViewer
 from workbench.widgets.blindspot_comparer import BlindspotComparer
+from workbench.widgets.concept_gallery import ConceptGallery
 from workbench.widgets.dataset_viewer import DatasetViewer
 from workbench.widgets.html import ensure_extension
 from workbench.widgets.metrics_board import MetricsBoard
@@ -17,6 +23,7 @@ __all__ = [
     "AtomBrowser",
     "AttributionViewer",
     "BlindspotComparer",
+    "ConceptGallery",
     "DatasetViewer",
     "MetricsBoard",
     "ensure_extension",

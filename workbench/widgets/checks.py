@@ -14,31 +14,35 @@ import numpy as np
 import torch
 
 
-def check_atom(atom: Any, n_atoms: int) -> int | None:
-    """An atom id for a dictionary widget's ``select``: None, or an int in [0, n_atoms); clear errors otherwise."""
+def check_atom(atom: Any, n_atoms: int, kind: str = "atom", owner: str = "dictionary") -> int | None:
+    """An atom id for a dictionary widget's ``select``: None, or an int in [0, n_atoms); clear errors otherwise.
+
+    ``kind`` and ``owner`` name the item and what holds it in the messages (a gallery's "concept" ids).
+    """
     if atom is None:
         return None
     if isinstance(atom, bool) or not isinstance(atom, int | np.integer):
-        raise ValueError(f"atom: expected an integer atom id, got {atom!r}")
+        raise ValueError(f"{kind}: expected an integer {kind} id, got {atom!r}")
     if not 0 <= int(atom) < n_atoms:
-        raise IndexError(f"atom {atom} is out of range: the dictionary has atoms 0..{n_atoms - 1}")
+        raise IndexError(f"{kind} {atom} is out of range: the {owner} has {kind}s 0..{n_atoms - 1}")
     return int(atom)
 
 
-def check_index(index: Any, n: int) -> int:
-    """An image index for ``select``: an int (or 1-element integer tensor) in [0, n); clear errors otherwise."""
+def check_index(index: Any, n: int, where: str = "select") -> int:
+    """An image index for ``select`` (``where`` names the method in the messages): an int (or 1-element
+    integer tensor) in [0, n); clear errors otherwise."""
     if isinstance(index, bool) or not isinstance(index, int | np.integer | torch.Tensor):
-        raise ValueError(f"select: expected an integer index, got {type(index).__name__} {index!r}")
+        raise ValueError(f"{where}: expected an integer index, got {type(index).__name__} {index!r}")
     if isinstance(index, torch.Tensor):
         if index.numel() != 1 or index.is_floating_point() or index.dtype == torch.bool:
             raise ValueError(
-                f"select: expected an integer index, got a tensor of shape {tuple(index.shape)}"
+                f"{where}: expected an integer index, got a tensor of shape {tuple(index.shape)}"
                 f" and dtype {index.dtype}"
             )
         index = int(index.item())
     index = int(index)
     if not 0 <= index < n:
-        raise IndexError(f"select: index {index} is out of range for {n} images (valid: 0..{n - 1})")
+        raise IndexError(f"{where}: index {index} is out of range for {n} images (valid: 0..{n - 1})")
     return index
 
 
@@ -112,6 +116,25 @@ def as_tensor(x: Any, name: str, what: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
     raise ValueError(f"{name}: expected a torch.Tensor of shape {what}, got {type(x).__name__}")
+
+
+def check_values(x: Any, name: str, shape: Sequence[int | None], what: str) -> torch.Tensor:
+    """Finite real numbers of ``shape`` (``None``: any size on that axis) as a float32 CPU tensor;
+    ``what`` names the axes in errors ("M crops, r concepts"). Lists of numbers are accepted too."""
+    if isinstance(x, list | tuple):
+        x = float_array(x, name, f"numbers of shape {tuple(shape)}")
+    t = as_tensor(x, name, str(tuple(shape)))
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name}: expected real numbers, got dtype {t.dtype}")
+    got = tuple(t.shape)
+    if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got, strict=False)):
+        dims = ", ".join("?" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "")
+        raise ValueError(f"{name}: expected shape ({dims}) ({what}), got {got}")
+    t = t.detach().to("cpu", torch.float32)
+    if not bool(torch.isfinite(t).all()):
+        kind = "NaN" if bool(torch.isnan(t).any()) else "infinite"
+        raise ValueError(f"{name}: contains {kind} values")
+    return t
 
 
 def check_maps(

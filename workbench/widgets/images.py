@@ -243,19 +243,22 @@ def draw_box(rgb: np.ndarray, box: tuple[int, int, int, int], scale: int = 1) ->
 
 
 def heat_tile(
-    image: torch.Tensor, amap: np.ndarray | None, opacity: float, vmax: float, size: int = 96,
-    box: tuple[int, int, int, int] | None = None,
+    image: torch.Tensor, amap: np.ndarray | torch.Tensor | None, opacity: float, vmax: float, size: int = 96,
+    box: tuple[int, int, int, int] | None = None, signed: bool = False,
 ) -> str:  # fmt: skip
     """Data URI of an image with an atom heatmap over it (:data:`ATOM_CMAP`, range [0, ``vmax``], faded where
-    the atom is off) and an optional crop box, resized so its longer side is ``size``."""
+    the atom is off) and an optional crop box, resized so its longer side is ``size``. A ``signed`` map is
+    drawn in the diverging "RdBu_r" on [-``vmax``, ``vmax``] instead, faded near 0."""
     h, w = image.shape[-2:]
     scale = max(1, int(math.ceil(size / max(h, w))))
     if amap is None:
         rgb = to_rgb_uint8(image)
     else:
+        v = max(vmax, 1e-12)
         rgb = map_overlay(
-            image, amap, cmap=ATOM_CMAP, opacity=opacity, vmin=0.0, vmax=max(vmax, 1e-12), fade=True
-        )
+            image, amap, cmap="RdBu_r" if signed else ATOM_CMAP, opacity=opacity, vmin=-v if signed else 0.0,
+            vmax=v, fade=True,
+        )  # fmt: skip
     rgb = rgb.repeat(scale, 0).repeat(scale, 1)
     if box is not None:
         rgb = draw_box(rgb, box, scale)
