@@ -126,6 +126,8 @@ def test_errors(textures, fitted):
         Craft(textures, "layer4", n_concepts=2, patch_size=32).fit(torch.rand(2, 3, 64, 64), 4)
     with pytest.raises(ValueError, match="patch_size"):
         Craft(textures, "layer4", n_concepts=2, patch_size=80).fit(torch.rand(2, 3, 64, 64), 1)
+    with pytest.raises(ValueError, match="factorization: unknown name 'nfm'; closest: .*'nmf'"):
+        Craft(textures, "layer4", factorization="nfm")
     with pytest.raises(ValueError, match="pooling"):
         Craft(textures, "layer4", pooling="max")
     with pytest.raises(RuntimeError, match="not fitted"):

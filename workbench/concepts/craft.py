@@ -29,9 +29,9 @@ from workbench._core.batching import iter_batches
 from workbench._core.devices import eval_mode
 from workbench._core.progress import progress as _progress
 from workbench._core.serialization import atomic_write_bytes, load_result, save_result
-from workbench._core.validation import check_fraction, check_images, check_int
+from workbench._core.validation import check_fraction, check_images, check_int, closest_names
 from workbench.concepts.crops import grid_crops, random_crops
-from workbench.concepts.dictionary_learning import NMF, Factorization, create_factorization
+from workbench.concepts.dictionary_learning import FACTORIZATIONS, NMF, Factorization, create_factorization
 from workbench.concepts.holistic_importance import ConceptHead, code_importance
 from workbench.concepts.nmf_solvers import nnls
 from workbench.models.model import Model
@@ -235,6 +235,11 @@ class Craft:
             raise ValueError(
                 f"factorization: expected a name or a Factorization instance, got {type(factorization).__name__}"
             )
+        if isinstance(factorization, str) and factorization not in FACTORIZATIONS:
+            raise ValueError(
+                f"factorization: unknown name {factorization!r}; closest:"
+                f" {closest_names(factorization, FACTORIZATIONS.names())} (valid: {FACTORIZATIONS.names()})"
+            )
         self.factorization = factorization
         self.alpha = check_fraction(alpha, "alpha", 0.0, math.inf, (True, False))
         if pooling not in POOLINGS:
@@ -344,16 +349,8 @@ class Craft:
                 self.n_concepts, max_iter=NMF_MAX_ITER, tol=NMF_TOL, seed=self.seed,
                 l2_u=self.alpha * n_features, l2_w=self.alpha * n_samples,
             )  # fmt: skip
-        kw: dict[str, Any] = {}
-        try:
-            from workbench.concepts.dictionary_learning import FACTORIZATIONS
-
-            cls = FACTORIZATIONS.get(f) if hasattr(FACTORIZATIONS, "get") else FACTORIZATIONS[f]
-            if "seed" in inspect.signature(cls).parameters:
-                kw["seed"] = self.seed
-        except Exception:  # noqa: BLE001 - an unknown name fails below with the registry's message
-            pass
-        return create_factorization(f, self.n_concepts, **kw)
+        takes_seed = "seed" in inspect.signature(FACTORIZATIONS.get(f)).parameters
+        return create_factorization(f, self.n_concepts, **({"seed": self.seed} if takes_seed else {}))
 
     def fit(self, images: torch.Tensor, class_id: int) -> Craft:
         """Crop ``images`` (of class ``class_id``), compute the crops' activations and factorize them.
