@@ -46,8 +46,8 @@ def code_names(cell: str) -> list[str]:
 
 def test_python_blocks_are_found():
     blocks = python_blocks(README.read_text(encoding="utf-8"))
-    # first look, attribution, metrics, sparse dictionaries
-    assert len(blocks) == 4, [b.splitlines()[0] for b in blocks]
+    # first look, attribution, metrics, sparse dictionaries, concepts
+    assert len(blocks) == 5, [b.splitlines()[0] for b in blocks]
 
 
 @pytest.mark.slow
@@ -77,6 +77,10 @@ def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch):
     assert int((ns["codes"] != 0).sum(dim=1).max()) <= 8
     assert torch.isfinite(torch.tensor(ns["fit"]))
     assert (tmp_path / "runs" / "ra").is_dir()
+    n_pos = len(ns["pos"])
+    assert ns["importance"].shape == (6,) and ns["concept_maps"].shape == (4, 6, 64, 64)
+    assert ns["gi"].shape == (n_pos, 6) and ns["cdel"].auc.shape == (n_pos,)
+    assert ns["tree"]["children"] and ns["groups"].sizes.sum() == n_pos
 
 
 def test_methods_table_points_at_real_things():

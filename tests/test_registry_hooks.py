@@ -122,15 +122,16 @@ def test_every_registry_is_one_registry_and_names_its_papers():
     from workbench.attribution.perturbations import PERTURBATIONS
     from workbench.attribution.registry import METHODS
     from workbench.attribution.sampling import BINARY_SAMPLERS, SAMPLERS
+    from workbench.concepts import CONCEPT_IMPORTANCE_METHODS, FACTORIZATIONS
     from workbench.metrics import METRICS
     from workbench.metrics.baselines import BASELINES
     from workbench.models.zoo import ZOO
     from workbench.sae import SAES
 
     families = [METHODS, SAMPLERS, BINARY_SAMPLERS, ESTIMATORS, BANDWIDTHS, PERTURBATIONS, METRICS, BASELINES]
-    families += [ZOO, SAES]
+    families += [ZOO, SAES, FACTORIZATIONS, CONCEPT_IMPORTANCE_METHODS]
     for registry in families:
         assert isinstance(registry, Registry) and len(registry) > 0, registry
-    for registry in (METHODS, METRICS, BASELINES, SAES):
+    for registry in (METHODS, METRICS, BASELINES, SAES, FACTORIZATIONS, CONCEPT_IMPORTANCE_METHODS):
         missing = [e.name for e in registry.entries() if not e.paper]
         assert not missing, f"{registry.kind}: no paper for {missing}"

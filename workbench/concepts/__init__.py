@@ -7,6 +7,10 @@ differentiable through their KKT conditions); ``dictionary_learning`` the :class
 interface and its variants (NMF, semi-NMF, convex NMF, PCA, ICA, k-means, sparse coding, any SAE),
 registered in :data:`FACTORIZATIONS`.
 
+- CRAFT (Fel et al., CVPR 2023): :class:`Craft` extracts the concepts of a class from crops
+  (``crops``: :func:`grid_crops`, Xplique's grid, or :func:`random_crops`), estimates their importance,
+  draws their maps and refines a concept at an earlier layer into a :class:`ConceptTree`;
+  :class:`CraftResult` keeps a fitted decomposition as data.
 - Importance (the holistic framework): :func:`concept_importance` (a model, a layer, a concept bank,
   images) and its engine :func:`code_importance` (concept coefficients and a head), with the methods of
   :data:`CONCEPT_IMPORTANCE_METHODS` (Sobol, gradient x input, saliency, integrated gradients, occlusion,
@@ -16,9 +20,11 @@ registered in :data:`FACTORIZATIONS`.
   vectors, with each cluster's dominant concepts and the cluster graph as data.
 
 No name exported here equals a submodule's name (``concept_importance`` lives in
-``holistic_importance.py``, ``strategic_clusters`` in ``importance_clusters.py``).
+``holistic_importance.py``, ``strategic_clusters`` in ``importance_clusters.py``, ``Craft`` in ``craft.py``).
 """
 
+from workbench.concepts.craft import ConceptTree, Craft, CraftResult
+from workbench.concepts.crops import crop_at, grid_crops, random_crops
 from workbench.concepts.dictionary_learning import (
     FACTORIZATIONS,
     ICA,
@@ -44,6 +50,13 @@ from workbench.concepts.importance_clusters import StrategicClusters, strategic_
 from workbench.concepts.nmf_solvers import nmf, nnls, sparse_encode, top_singular
 
 __all__ = [
+    # CRAFT (craft, crops)
+    "Craft",
+    "ConceptTree",
+    "CraftResult",
+    "grid_crops",
+    "random_crops",
+    "crop_at",
     # factorizations (dictionary_learning)
     "FACTORIZATIONS",
     "Factorization",

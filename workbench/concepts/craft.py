@@ -18,7 +18,7 @@ import inspect
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,31 +28,35 @@ import torch.nn.functional as F
 from workbench._core.batching import iter_batches
 from workbench._core.devices import eval_mode
 from workbench._core.progress import progress as _progress
-from workbench._core.serialization import atomic_write_bytes
-from workbench._core.validation import check_fraction, check_images, check_int
-from workbench.concepts.concept_importance import code_importance
+from workbench._core.serialization import atomic_write_bytes, load_result, save_result
+from workbench._core.validation import check_fraction, check_images, check_int, closest_names
 from workbench.concepts.crops import grid_crops, random_crops
-from workbench.concepts.dictionary_learning import NMF, Factorization, create_factorization
+from workbench.concepts.dictionary_learning import FACTORIZATIONS, NMF, Factorization, create_factorization
+from workbench.concepts.holistic_importance import ConceptHead, code_importance
 from workbench.concepts.nmf_solvers import nnls
 from workbench.models.model import Model
 from workbench.models.scoring import predict
 
-__all__ = ["ConceptTree", "Craft"]
+__all__ = ["ConceptTree", "Craft", "CraftResult"]
 
 _PAPER = "Fel et al., CRAFT: Concept Recursive Activation FacTorization for Explainability, CVPR 2023"
 POOLINGS = ("mean", "cls")
 CROPPINGS = ("grid", "random")
 MAP_METHODS = ("codes", "gradient")
 AMBIGUITY_METHODS = ("labels", "importance")
+# NMF stopping rule for CRAFT's default factorization (see _make_factorization)
+NMF_TOL, NMF_MAX_ITER = 1e-7, 2000
 
 
 @dataclass
 class ConceptTree:
     """A node of CRAFT's concept tree (the root stands for the whole decomposition at one layer).
 
+    Its :meth:`to_dict` is the node format of :class:`~workbench.widgets.ConceptGallery`'s tree.
+
     Attributes
     ----------
-    concept_id
+    concept
         The concept's index in its decomposition (None at the root).
     layer
         The layer the concept lives at.
@@ -62,28 +66,28 @@ class ConceptTree:
         The concept's Sobol importance for ``class_id`` (None at the root or when not computed).
     ambiguity
         Its ambiguity score in [0, 1] (None when not computed), see :meth:`Craft.ambiguity`.
-    crop_indices
+    crops
         Its top crops, by decreasing coefficient, as indices into the *root's* crops (so a widget reads
-        every crop of the tree from one array).
+        every crop of the tree from one array); at the root, all the crops of the decomposition.
     n_crops
         How many crops the concept owns (its coefficient is the largest of the crop's codes).
     children
         The sub-concepts found by :meth:`Craft.refine` at an earlier layer (the root: the concepts).
     """
 
-    concept_id: int | None
+    concept: int | None
     layer: str
     class_id: int
     importance: float | None = None
     ambiguity: float | None = None
-    crop_indices: list[int] = field(default_factory=list)
+    crops: list[int] = field(default_factory=list)
     n_crops: int = 0
     children: list[ConceptTree] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able nested dict."""
-        out = {k: getattr(self, k) for k in ("concept_id", "layer", "class_id", "importance", "ambiguity")}
-        out.update(crop_indices=list(self.crop_indices), n_crops=self.n_crops)
+        """A JSON-able nested dict (keys: the attribute names)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "children"}
+        out["crops"] = list(self.crops)
         out["children"] = [c.to_dict() for c in self.children]
         return out
 
@@ -148,31 +152,46 @@ class Craft:
     progress
         Show progress bars over the forward passes.
 
+    Attributes
+    ----------
+    crops : torch.Tensor
+        (M, C, p, p) the crops (before resizing); set by :meth:`fit`, like every attribute below.
+    crop_positions : torch.Tensor
+        (M, 3) int64: image index, top, left of each crop in the fitted images.
+    crop_activations : torch.Tensor
+        (M, d) A, the pooled activations of the resized crops.
+    crop_codes : torch.Tensor
+        (M, r) U, the crops' codes (:meth:`encode` of A).
+    concepts : torch.Tensor
+        (r, d) W, the concept bank.
+    class_id : int
+        The class the concepts explain.
+    images : torch.Tensor
+        The fitted images (a reference, not a copy).
+    factorization_ : Factorization
+        The fitted factorization.
+    importances : torch.Tensor or None
+        (r,) the last Sobol :meth:`importance` of the fitted images for ``class_id``.
+    children : dict
+        Concept id -> the child :class:`Craft` that :meth:`refine` fitted.
+
     Notes
     -----
     Peer defaults. Xplique's ``CraftTorch`` (2.0.2) crops with ``unfold`` at stride ``int(0.8 * patch)``
-    (ours too, same crops in the same order, checked bit for bit), resizes crops to the input size
-    (ours too), fits scikit-learn's NMF (``alpha_W=1e-2``: our ``alpha=1e-2`` with the same scaling),
-    ranks concepts by the Jansen total Sobol index over ``nb_design=32`` unscrambled Halton designs on
+    (ours too: the same crops in the same order, tested bit for bit), resizes crops to the input size
+    (ours too), fits scikit-learn's NMF with ``alpha_W=1e-2`` (our ``alpha=1e-2``, same scaling), ranks
+    concepts by the Jansen total Sobol index over ``nb_design=32`` unscrambled Halton designs applied to
     the codes of every position (our :meth:`importance` defaults, through
     :func:`~workbench.concepts.code_importance`), with a patch of 64 at 224 px (ours too). Differences:
-    our NMF runs to convergence (Xplique's stops at scikit-learn's 200 iterations: relative error
-    0.0567 against 0.0499 converged on its fixture), it is deterministic per ``seed`` (Xplique's NMF
-    exposes no ``random_state`` and draws its init from numpy's global RNG), and our codes are the exact
-    ridge NNLS (Xplique's coordinate descent stops at tol 1e-4, within 4e-3 of it).
 
-    Attributes (after :meth:`fit`)
-    ------------------------------
-    crops : (M, C, p, p) tensor, the crops before resizing.
-    crop_positions : (M, 3) int64, (image index, top, left) of each crop in the fitted images.
-    crop_activations : (M, d) tensor, A.
-    crop_codes : (M, r) tensor, U.
-    concepts : (r, d) tensor, W.
-    class_id : int, the class the concepts explain.
-    images : the fitted images (a reference, not a copy).
-    factorization_ : the fitted :class:`Factorization`.
-    importances : (r,) the last :meth:`importance` of the fitted images for ``class_id``, or None.
-    children : dict concept id -> the child :class:`Craft` of :meth:`refine`.
+    - our NMF runs to convergence (float64 HALS, relative decrease below 1e-7 per sweep, at most 2000
+      sweeps); Xplique's stops at scikit-learn's 200 iterations. On its fixture: objective 95.56 against
+      96.06, relative error 0.0546 against 0.0567 (0.0499 without the regularization), and four of five
+      concepts match (cosine >= 0.98); the fifth, half-way along a flat direction of the objective when
+      Xplique stops, ends elsewhere (cosine 0.54);
+    - it is deterministic per ``seed`` (Xplique's NMF exposes no ``random_state``: numpy's global RNG);
+    - our codes are the exact ridge NNLS; Xplique's coordinate descent stops at tol 1e-4, within 5e-3
+      of it (99.9 % of positions within 2.6e-3).
 
     References
     ----------
@@ -208,11 +227,18 @@ class Craft:
         if crops not in CROPPINGS:
             raise ValueError(f"crops: expected one of {CROPPINGS}, got {crops!r}")
         self.crop_mode = crops
-        self.n_crops_per_image = None if n_crops_per_image is None else check_int(n_crops_per_image, "n_crops_per_image")
+        self.n_crops_per_image = (
+            None if n_crops_per_image is None else check_int(n_crops_per_image, "n_crops_per_image")
+        )
         self.batch_size = check_int(batch_size, "batch_size")
         if not isinstance(factorization, str | Factorization):
             raise ValueError(
                 f"factorization: expected a name or a Factorization instance, got {type(factorization).__name__}"
+            )
+        if isinstance(factorization, str) and factorization not in FACTORIZATIONS:
+            raise ValueError(
+                f"factorization: unknown name {factorization!r}; closest:"
+                f" {closest_names(factorization, FACTORIZATIONS.names())} (valid: {FACTORIZATIONS.names()})"
             )
         self.factorization = factorization
         self.alpha = check_fraction(alpha, "alpha", 0.0, math.inf, (True, False))
@@ -243,15 +269,15 @@ class Craft:
             raise RuntimeError("this Craft is not fitted yet: call fit(images, class_id) first")
 
     def _check_images(self, images: torch.Tensor, name: str = "images") -> torch.Tensor:
-        images = check_images(images, name, channels=self.model.input_size[0])
+        return check_images(images, name, channels=self.model.input_size[0])
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (or crops) at the model's input size (bilinear, ``align_corners=False``, as the crops of
+        :meth:`fit`): the concepts were learned at that scale."""
         size = tuple(self.model.input_size[1:])
-        if tuple(images.shape[-2:]) != size:
-            raise ValueError(
-                f"{name}: expected images of the model's input size {size[0]}x{size[1]}, got"
-                f" {images.shape[-2]}x{images.shape[-1]}; CRAFT resizes its crops to the input size, so"
-                " its concepts live at that scale: resize the images first"
-            )
-        return images
+        if tuple(x.shape[-2:]) == size:
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
     def _check_class(self, class_id: int) -> int:
         class_id = check_int(class_id, "class_id", minimum=0)
@@ -278,35 +304,36 @@ class Craft:
         layout = self._layout(acts)
         if layout == "map":
             if self.pooling == "cls":
-                raise ValueError(f"pooling='cls' needs token activations (N, T, C); {self.layer!r} gives maps")
+                raise ValueError(
+                    f"pooling='cls' needs token activations (N, T, C); {self.layer!r} gives maps"
+                )
             return acts.mean((2, 3))
         if layout == "tokens":
-            return acts[:, 0] if self.pooling == "cls" else acts[:, self._prefix_tokens(acts.shape[1]) :].mean(1)
+            return (
+                acts[:, 0] if self.pooling == "cls" else acts[:, self._prefix_tokens(acts.shape[1]) :].mean(1)
+            )
         if layout == "vector":
             return acts
         raise ValueError(f"layer {self.layer!r}: unsupported activation shape {tuple(acts.shape)}")
 
     def crop_activations_of(self, crops: torch.Tensor) -> torch.Tensor:
         """Pooled activations (M, d) of crops: each resized to the input size (bilinear), then g."""
-        size = tuple(self.model.input_size[1:])
         rows = []
         with eval_mode(self.model), torch.inference_mode():
             batches = list(iter_batches(len(crops), self.batch_size))
             for sl in _progress(batches, enabled=self.progress, desc="CRAFT crops"):
-                x = crops[sl].to(self.device)
-                if tuple(x.shape[-2:]) != size:
-                    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-                acts = self._g(x)
+                acts = self._g(self._resize(crops[sl].to(self.device)))
                 rows.append(self._pool(acts))
         return torch.cat(rows)
 
     def activations(self, images: torch.Tensor) -> torch.Tensor:
-        """g's activations of whole images, in the layer's layout ((N, d, h, w), (N, T, d) or (N, d))."""
+        """g's activations of images (resized to the model's input size when they are not), in the
+        layer's layout: (N, d, h, w), (N, T, d) or (N, d)."""
         images = self._check_images(images)
         outs = []
         with eval_mode(self.model), torch.inference_mode():
             for sl in iter_batches(len(images), self.batch_size):
-                outs.append(self._g(images[sl].to(self.device)))
+                outs.append(self._g(self._resize(images[sl].to(self.device))))
         return torch.cat(outs)
 
     # -- fit ----------------------------------------------------------------------------------------
@@ -315,19 +342,15 @@ class Craft:
         if isinstance(f, Factorization):
             return f
         if f == "nmf":
+            # run to convergence: the relative decrease per sweep of this problem falls below 1e-6 long
+            # before its optimum (on Xplique's fixture: objective 96.06 at tol 1e-6, 95.56 at 1e-7 after
+            # 934 sweeps; float32 stalls at 96.07, hence the float64 fit)
             return NMF(
-                self.n_concepts, seed=self.seed, l2_u=self.alpha * n_features, l2_w=self.alpha * n_samples
-            )
-        kw: dict[str, Any] = {}
-        try:
-            from workbench.concepts.dictionary_learning import FACTORIZATIONS
-
-            cls = FACTORIZATIONS.get(f) if hasattr(FACTORIZATIONS, "get") else FACTORIZATIONS[f]
-            if "seed" in inspect.signature(cls).parameters:
-                kw["seed"] = self.seed
-        except Exception:  # noqa: BLE001 - an unknown name fails below with the registry's message
-            pass
-        return create_factorization(f, self.n_concepts, **kw)
+                self.n_concepts, max_iter=NMF_MAX_ITER, tol=NMF_TOL, seed=self.seed,
+                l2_u=self.alpha * n_features, l2_w=self.alpha * n_samples,
+            )  # fmt: skip
+        takes_seed = "seed" in inspect.signature(FACTORIZATIONS.get(f)).parameters
+        return create_factorization(f, self.n_concepts, **({"seed": self.seed} if takes_seed else {}))
 
     def fit(self, images: torch.Tensor, class_id: int) -> Craft:
         """Crop ``images`` (of class ``class_id``), compute the crops' activations and factorize them.
@@ -373,11 +396,14 @@ class Craft:
                     " 'layer4'), or a factorization for signed activations (factorization='pca',"
                     " 'semi_nmf', ...). model.layers() lists the split points"
                 )
-        fact.fit(A)
-        self.factorization_ = fact
         self._exact_nnls = isinstance(fact, NMF)
+        # NMF in float64 where the device has it (the factors are tiny: crops x channels); its concepts
+        # come back in the activations' dtype, which encode/decode then use
+        wide = self._exact_nnls and A.dtype == torch.float32 and A.device.type != "mps"
+        fact.fit(A.double() if wide else A)
+        self.factorization_ = fact
         self.l2_u = float(getattr(fact, "l2_u", 0.0) or 0.0)
-        self.concepts = fact.components.detach()
+        self.concepts = fact.components.detach().to(A.dtype)
         self.crops, self.crop_positions, self.crop_activations = crops, positions, A
         self.crop_codes = self.encode(A)
         self.class_id = class_id
@@ -415,28 +441,28 @@ class Craft:
             return nnls(rows, self.concepts.to(rows.dtype), l2=self.l2_u)
         return self.factorization_.transform(rows)
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Activations in the layer's layout from codes (N, r, *rest): U W per position."""
+    def head(self) -> ConceptHead:
+        """``head(codes) = h(U W)`` in the layer's layout: the model above the layer as a function of the
+        codes (:class:`~workbench.concepts.ConceptHead`), what :meth:`importance` perturbs."""
         self._require_fit()
-        r = self.concepts.shape[0]
-        if codes.ndim < 2 or codes.shape[1] != r:
-            raise ValueError(f"codes: expected (N, {r}, ...), got {tuple(codes.shape)}")
-        rows = codes.movedim(1, -1).reshape(-1, r)
-        if self._exact_nnls:
-            acts = rows @ self.concepts.to(rows.dtype)
-        else:
-            acts = self.factorization_.reconstruct(rows)
-        acts = acts.reshape(*codes.shape[:1], *codes.shape[2:], -1)
-        return acts.movedim(-1, 1) if codes.ndim == 4 else acts
+        return ConceptHead(self._h, self.concepts if self._exact_nnls else self.factorization_)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Activations in the layer's layout from codes (N, r, *positions): U W per position."""
+        return self.head().activation(codes)
 
     def transform(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-position concept codes of images: (N, r, h, w) for a CNN, (N, r, T) for a ViT's tokens."""
+        """Per-position concept codes of images: (N, r, h, w) for a CNN, (N, r, T) for a ViT's tokens.
+
+        Images of another size than the model's input (crops, for example) are resized to it first, as
+        the crops of :meth:`fit` were.
+        """
         self._require_fit()
         images = self._check_images(images)
         outs = []
         with eval_mode(self.model), torch.inference_mode():
             for sl in iter_batches(len(images), self.batch_size):
-                outs.append(self.encode(self._g(images[sl].to(self.device))))
+                outs.append(self.encode(self._g(self._resize(images[sl].to(self.device)))))
         return torch.cat(outs)
 
     @property
@@ -450,9 +476,6 @@ class Craft:
     def _fit_images(self) -> torch.Tensor:
         ids = torch.unique(self.crop_positions[:, 0])
         return self.images[ids.to(self.images.device)]
-
-    def _head(self, codes: torch.Tensor) -> torch.Tensor:
-        return self._h(self.decode(codes))
 
     def importance(
         self,
@@ -483,7 +506,7 @@ class Craft:
             Passed to :func:`code_importance` (``sampler``, ``estimator``, ...).
         """
         self._require_fit()
-        default = images is None
+        default = images is None or images is self.images
         images = self._fit_images() if default else self._check_images(images)
         class_id = self.class_id if class_id is None else self._check_class(class_id)
         codes = self.transform(images)
@@ -491,7 +514,7 @@ class Craft:
         kwargs.setdefault("seed", self.seed)
         with eval_mode(self.model):
             scores = code_importance(
-                self._head, codes, targets, method, batch_size=self.batch_size, nb_design=nb_design, **kwargs
+                self.head(), codes, targets, method, batch_size=self.batch_size, nb_design=nb_design, **kwargs
             )
         scores = torch.as_tensor(scores).detach()
         mean = scores.mean(0)
@@ -543,7 +566,7 @@ class Craft:
         with eval_mode(self.model), torch.enable_grad():
             for sl in _progress(batches, enabled=self.progress, desc="CRAFT gradient maps"):
                 x = images[sl].to(self.device).detach().requires_grad_(True)
-                totals = self.encode(self._g(x)).flatten(2).sum(2)  # (B, r); images are independent
+                totals = self.encode(self._g(self._resize(x))).flatten(2).sum(2)  # (B, r), images independent
                 for k in range(r):  # one forward per batch, one backward per concept
                     (grad,) = torch.autograd.grad(totals[:, k].sum(), x, retain_graph=k < r - 1)
                     out[sl, k] = (grad * x).sum(1).detach()
@@ -699,37 +722,90 @@ class Craft:
             hist[k].index_add_(0, crop_labels[idx], codes[idx, k])
         return _normalized_entropy(hist, present).float()
 
-    def tree(self, importance: bool = True, top: int = 16) -> ConceptTree:
+    def tree(self, importance: bool | None = True, top: int = 16) -> ConceptTree:
         """The concept tree of this decomposition and its refinements, as data a widget can show.
 
         Parameters
         ----------
         importance
-            Fill each node's importance (computing the Sobol importance of a decomposition not yet
-            estimated on its fitted images).
+            True: fill each node's importance, computing the Sobol importance of a decomposition not
+            yet estimated on its fitted images; None: only the importances already computed; False: none.
         top
             Top crops listed per concept.
         """
         self._require_fit()
-        imp = None
-        if importance:
-            imp = self.importances if self.importances is not None else self.importance().detach().cpu()
+        imp = self.importances if importance is not False else None
+        if importance and imp is None:
+            imp = self.importance().detach().cpu()
         owners = self.owners().cpu()
         root = ConceptTree(None, self.layer, int(self.class_id), n_crops=len(self.crops))
-        root.crop_indices = self.root_crop_indices.tolist()
+        root.crops = self.root_crop_indices.tolist()
         for k in range(self.concepts.shape[0]):
             node = ConceptTree(
                 k,
                 self.layer,
                 int(self.class_id),
                 importance=None if imp is None else float(imp[k]),
-                crop_indices=self.root_crop_indices[self.top_crops(k, top)].tolist(),
+                crops=self.root_crop_indices[self.top_crops(k, top)].tolist(),
                 n_crops=int((owners == k).sum()),
             )
             if k in self.children:
                 node.children = self.children[k].tree(importance, top).children
             root.children.append(node)
         return root
+
+    def result(self) -> CraftResult:
+        """This decomposition as a :class:`CraftResult` (tensors on the CPU; computes nothing)."""
+        self._require_fit()
+        cpu = {
+            name: getattr(self, name).detach().cpu()
+            for name in ("crops", "crop_positions", "crop_activations", "crop_codes", "concepts")
+        }
+        return CraftResult(
+            self.layer,
+            int(self.class_id),
+            self.patch_size,
+            **cpu,
+            importances=self.importances,
+            tree=self.tree(importance=None).to_dict(),
+        )
+
+
+@dataclass
+class CraftResult:
+    """A fitted :class:`Craft` as data: what a gallery shows, saved and loaded without the model.
+
+    Attributes
+    ----------
+    layer, class_id, patch_size
+        Where and for which class the concepts were extracted, from crops of which size.
+    crops, crop_positions, crop_activations, crop_codes, concepts
+        As the :class:`Craft` attributes (on the CPU).
+    importances
+        (r,) the Sobol importances when computed, else None.
+    tree
+        :meth:`ConceptTree.to_dict` of the concept tree (importances as computed so far).
+    """
+
+    layer: str
+    class_id: int
+    patch_size: int
+    crops: torch.Tensor
+    crop_positions: torch.Tensor
+    crop_activations: torch.Tensor
+    crop_codes: torch.Tensor
+    concepts: torch.Tensor
+    importances: torch.Tensor | None = None
+    tree: dict[str, Any] | None = None
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """``path.safetensors`` (the tensors) and ``path.json`` (the rest), via :func:`save_result`."""
+        return save_result(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CraftResult:
+        """Read what :meth:`save` wrote."""
+        return load_result(path, cls)
 
 
 def _normalized_entropy(weights: torch.Tensor, n_outcomes: int) -> torch.Tensor:
