@@ -123,8 +123,8 @@ def test_mp_residual_never_increases_with_steps(selection):
     """Known: with unit atoms, ||r - <r,d>d||^2 = ||r||^2 - <r,d>^2, so for every input the error is
     non-increasing in k (tolerance: float32 rounding), and decode(codes) = x - residual exactly."""
     sae = MPSAE(16, 40, k=1, selection=selection, seed=0)
-    with torch.no_grad():
-        sae.bias.normal_(std=0.3)
+    with torch.no_grad():  # seeded: the global RNG's state depends on which tests ran before
+        sae.bias.normal_(std=0.3, generator=torch.Generator().manual_seed(2))
     x = torch.randn(128, 16, generator=torch.Generator().manual_seed(1))
     errs = []
     for k in range(1, 21):
