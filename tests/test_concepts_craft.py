@@ -272,3 +272,19 @@ def test_refine_and_tree(fitted, peer, tmp_path):
     )
     with pytest.raises(ValueError, match="not earlier"):
         craft.refine(k, layer="layer4")
+
+
+def test_importance_ambiguity_is_the_entropy_across_classes(fitted):
+    """``ambiguity("importance")``: a concept important for one class only scores 0, equally for every
+    class 1. Known by hand: the normalized entropy of the concept's importances over the classes (the
+    same Sobol calls, same design, so equal to float rounding)."""
+    craft = copy.copy(fitted)
+    kw = {"nb_design": 8}
+    amb = craft.ambiguity("importance", classes=[1, 3], **kw)
+    imp = torch.stack([craft.importance(class_id=c, **kw).clamp_min(0).double() for c in (1, 3)], 1)
+    p = imp / imp.sum(1, keepdim=True)
+    expected = -(p * p.clamp_min(1e-300).log()).sum(1) / np.log(2)
+    assert amb.shape == (5,) and ((amb >= 0) & (amb <= 1 + 1e-6)).all()
+    torch.testing.assert_close(amb.double(), expected, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        craft.ambiguity("importance", classes=[1])
