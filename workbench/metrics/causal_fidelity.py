@@ -47,6 +47,20 @@ class CausalFidelity:
     curve: torch.Tensor
     fractions: torch.Tensor
 
+    @classmethod
+    def from_curve(cls, curve: torch.Tensor, fractions: torch.Tensor) -> CausalFidelity:
+        """The result for curves (N, steps + 1) read at equally spaced steps: trapezoid AUC on [0, 1]."""
+        steps = curve.shape[1] - 1
+        return cls(auc=(curve[:, :-1] + curve[:, 1:]).sum(1) / (2 * steps), curve=curve, fractions=fractions)
+
+
+def descending_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """``rank[n, i]``: the position of item ``i`` (a pixel, a concept) in row ``n``'s decreasing order of
+    ``scores`` (N, D); ties keep index order, so runs of equal scores are removed in order."""
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
 
 def maps_for(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Maps (N, H, W) or (N, C, H, W) matching ``x``, as detached (N, H, W) float32 on x's device."""
@@ -66,10 +80,7 @@ def _walk(model, x, y, maps, *, steps, baseline, max_fraction, batch_size, score
     n_pixels = h * w
     moved_total = round(max_fraction * n_pixels)
     counts = torch.arange(steps + 1, device=x.device) * moved_total // steps  # pixels moved per step
-    # rank[i, p]: position of pixel p in image i's ranking (ties: row-major order, so runs repeat)
-    order = torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(n_pixels, device=x.device).expand(n, -1))
+    rank = descending_ranks(maps.flatten(1))  # rank[i, p]: position of pixel p (ties: row-major order)
     points = steps + 1
     scores = torch.empty(n * points, device=x.device)
     # The N (steps + 1) images are built one batch at a time (a batch mixes images and steps), so
@@ -80,9 +91,7 @@ def _walk(model, x, y, maps, *, steps, baseline, max_fraction, batch_size, score
         moved = (rank.index_select(0, img) < counts.index_select(0, step)[:, None]).view(-1, 1, h, w)
         images = remove(img, ~moved if insert else moved)  # insertion: not yet put back = removed
         scores[sl] = batched_scores(forward, images, y.index_select(0, img), batch_size)
-    curve = scores.view(n, points)
-    auc = (curve[:, :-1] + curve[:, 1:]).sum(1) / (2 * steps)
-    return CausalFidelity(auc=auc, curve=curve, fractions=counts.float().cpu() / n_pixels)
+    return CausalFidelity.from_curve(scores.view(n, points), counts.float().cpu() / n_pixels)
 
 
 _PARAMS_DOC = """

@@ -31,7 +31,7 @@ import torch
 from workbench._core.batching import iter_batches
 from workbench._core.progress import progress as _progress
 from workbench._core.validation import as_tensor, check_codes, check_int, check_targets
-from workbench.metrics.causal_fidelity import CausalFidelity
+from workbench.metrics.causal_fidelity import CausalFidelity, descending_ranks
 from workbench.metrics.mufidelity_correlation import check_correlation, correlate, random_subsets
 from workbench.metrics.registry import METRICS
 from workbench.models.scoring import SCORES, class_scores
@@ -136,14 +136,6 @@ def masked_code_scores(
     return out.view(n, p)
 
 
-def _ranks(importances: torch.Tensor) -> torch.Tensor:
-    """rank[n, i]: position of concept i in image n's decreasing order (ties: lower index first)."""
-    order = torch.argsort(importances, dim=1, descending=True, stable=True)
-    return torch.empty_like(order).scatter_(
-        1, order, torch.arange(order.shape[1], device=order.device).expand_as(order)
-    )
-
-
 def _walk(head, codes, targets, importances, *, steps, batch_size, score, insert) -> CausalFidelity:
     codes, targets = _inputs(codes, targets)
     importances = check_importances(importances, codes)
@@ -153,11 +145,10 @@ def _walk(head, codes, targets, importances, *, steps, batch_size, score, insert
         raise ValueError(f"steps: expected at most the number of concepts r = {r}, got {steps}")
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size")
     counts = torch.arange(steps + 1, device=codes.device) * r // steps  # concepts moved after each step
-    moved = _ranks(importances)[:, None, :] < counts[None, :, None]  # (N, steps + 1, r)
+    moved = descending_ranks(importances)[:, None, :] < counts[None, :, None]  # (N, steps + 1, r)
     masks = (moved if insert else ~moved).to(codes.dtype)  # 1 = the concept is present
     curve = masked_code_scores(head, codes, targets, masks, batch_size=batch_size, score=score)
-    auc = (curve[:, :-1] + curve[:, 1:]).sum(1) / (2 * steps)
-    return CausalFidelity(auc=auc, curve=curve, fractions=counts.float().cpu() / r)
+    return CausalFidelity.from_curve(curve, counts.float().cpu() / r)
 
 
 _PARAMS_DOC = """
