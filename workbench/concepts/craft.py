@@ -32,7 +32,7 @@ from workbench._core.serialization import atomic_write_bytes, load_result, save_
 from workbench._core.validation import check_fraction, check_images, check_int, closest_names
 from workbench.concepts.crops import grid_crops, random_crops
 from workbench.concepts.dictionary_learning import FACTORIZATIONS, NMF, Factorization, create_factorization
-from workbench.concepts.holistic_importance import ConceptHead, code_importance
+from workbench.concepts.holistic_importance import ConceptHead, code_importance, layout_codes
 from workbench.concepts.nmf_solvers import nnls
 from workbench.models.model import Model
 from workbench.models.scoring import predict
@@ -423,15 +423,9 @@ class Craft:
         self._require_fit()
         a = activations.to(self.device)
         d = self.concepts.shape[1]
-        if a.ndim == 4 and a.shape[1] == d:  # (N, d, h, w)
-            n, _, hh, ww = a.shape
-            rows = self._encode_rows(a.permute(0, 2, 3, 1).reshape(-1, d))
-            return rows.reshape(n, hh, ww, -1).permute(0, 3, 1, 2)
-        if a.ndim == 3 and a.shape[2] == d:  # tokens (N, T, d)
-            n, t, _ = a.shape
-            return self._encode_rows(a.reshape(-1, d)).reshape(n, t, -1).transpose(1, 2)
-        if a.ndim == 2 and a.shape[1] == d:
-            return self._encode_rows(a)
+        # (N, d, h, w) maps, (N, T, d) tokens or (M, d) rows
+        if (a.ndim in (2, 4) and a.shape[1] == d) or (a.ndim == 3 and a.shape[2] == d):
+            return layout_codes(a, self._encode_rows)
         raise ValueError(
             f"activations: expected (M, {d}), (N, {d}, h, w) or (N, T, {d}), got {tuple(a.shape)}"
         )

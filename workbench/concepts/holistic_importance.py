@@ -62,6 +62,7 @@ __all__ = [
     "code_importance",
     "concept_importance",
     "concept_space",
+    "layout_codes",
 ]
 
 Head = Callable[[torch.Tensor], torch.Tensor]
@@ -355,6 +356,17 @@ def _components(concepts) -> torch.Tensor:
     return W
 
 
+def layout_codes(
+    activations: torch.Tensor, encode_rows: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Codes in the layer's layout from activations in it: rows of ``d`` features (one per position),
+    encoded by ``encode_rows((n, d)) -> (n, r)``, and put back: (N, d, H, W) -> (N, r, H, W), tokens
+    (N, T, d) -> (N, r, T), (N, d) -> (N, r). The inverse of :meth:`ConceptHead.activation`."""
+    rows = activations.movedim(1, -1) if activations.ndim == 4 else activations  # channel-last
+    u = encode_rows(rows.reshape(-1, rows.shape[-1]))
+    return u.reshape(*rows.shape[:-1], u.shape[-1]).movedim(-1, 1)
+
+
 class ConceptHead:
     """``head(codes) = h(activation rebuilt from the codes)``: the model above a concept layer, as a
     function of the concept coefficients.
@@ -482,6 +494,14 @@ def concept_space(
     batch_size = default_batch_size(x.shape[-2:], x.device) if batch_size is None else batch_size
     batch_size = check_int(batch_size, "batch_size")
     r, d = W.shape
+
+    def encode_rows(rows: torch.Tensor) -> torch.Tensor:
+        u = as_tensor(transform(rows))
+        if not isinstance(u, torch.Tensor) or tuple(u.shape) != (len(rows), r):
+            got = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
+            raise ValueError(f"concepts.transform: expected codes ({len(rows)}, {r}), got {got}")
+        return u.detach().to(device=x.device, dtype=torch.float32)
+
     codes = []
     with eval_mode(model), eval_mode(g):
         for sl in iter_batches(len(x), batch_size):
@@ -493,16 +513,7 @@ def concept_space(
                     f"concepts: the bank has d = {d} features per row, but layer {layer!r} gives {c}"
                     f" (activation shape {tuple(a.shape)}); fit the concepts on this layer's activations"
                 )
-            rows = a.movedim(1, -1) if a.ndim == 4 else a  # channel-last: one row per position
-            positions = rows.shape[1:-1]
-            u = as_tensor(transform(rows.reshape(-1, d)))
-            if not isinstance(u, torch.Tensor) or tuple(u.shape) != (rows[..., 0].numel(), r):
-                got = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
-                raise ValueError(
-                    f"concepts.transform: expected codes ({rows[..., 0].numel()}, {r}), got {got}"
-                )
-            u = u.detach().to(device=x.device, dtype=torch.float32)
-            codes.append(u.reshape(len(a), *positions, r).movedim(-1, 1))
+            codes.append(layout_codes(a, encode_rows))
     return ConceptSpace(codes=torch.cat(codes), head=ConceptHead(h, concepts), layer=layer)
 
 
