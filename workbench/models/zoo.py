@@ -68,6 +68,20 @@ for _zoo_entry, _paper in [
     ),
     (
         ZooEntry(
+            "resnet_textures_twin",
+            "test_resnet",
+            {},
+            {"rule": "texture"},
+            "The texture CNN's twin: the same architecture and recipe, another seed (weights and training"
+            " data). The independent judge of the feature-visualization transfer test (Fel et al., MACO,"
+            " NeurIPS 2023): a visualization that only fools the model it was optimized on does not transfer.",
+            {"occlusion": 0.5, "epochs": 10, "seed": 1},
+            stem="stride4",
+        ),
+        _RESNET,
+    ),
+    (
+        ZooEntry(
             "vit_shapes",
             "test_vit",
             {"img_size": 64, "patch_size": 8},
