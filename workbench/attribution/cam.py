@@ -10,7 +10,6 @@ input size (``align_corners=False``, as Captum's ``LayerAttribution.interpolate`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -20,7 +19,7 @@ from torch import nn
 from workbench._core.batching import iter_batches
 from workbench.attribution._base import Forward, class_scores, finite_maps, prepare
 from workbench.attribution.registry import register
-from workbench.models.hooks import forward_hooks, network, resolve_layer
+from workbench.models.hooks import forward_hooks, network, resolve_layer, token_layout
 from workbench.models.model import Model
 from workbench.models.split import SplitGraph
 
@@ -42,56 +41,11 @@ def _split_points(model: AnyModel, net: nn.Module) -> list[str]:
         ) from err
 
 
-def _token_layout(net: nn.Module, tokens: int, image_hw: tuple[int, int]) -> tuple[int, int, int] | None:
-    """(prefix tokens, grid h, grid w) of a token sequence of length ``tokens``, or None.
-
-    The prefix count is ``net.num_prefix_tokens`` (timm) when present; otherwise the tokens beyond
-    the largest grid with the image's aspect ratio. The grid comes from ``patch_embed`` (timm) when
-    its size matches, otherwise from the token count and the image's aspect ratio.
-    """
-    H, W = image_hw
-    prefix = getattr(net, "num_prefix_tokens", None)
-
-    def aspect_grid(n: int) -> tuple[int, int] | None:
-        if n < 1:
-            return None
-        gh = max(1, round(math.sqrt(n * H / W)))
-        return (gh, n // gh) if gh * (n // gh) == n else None
-
-    if not isinstance(prefix, int):
-        prefix = None
-        for p in range(0, min(tokens, 17)):  # CLS + registers: a handful at most
-            grid = aspect_grid(tokens - p)
-            if grid is not None and tokens - p > 1:
-                prefix = p
-                break
-        if prefix is None:
-            return None
-    n = tokens - prefix
-    if n < 1:
-        return None
-    patch_embed = getattr(net, "patch_embed", None)
-    candidates = []
-    if patch_embed is not None:
-        if hasattr(patch_embed, "dynamic_feat_size"):
-            try:
-                candidates.append(tuple(int(s) for s in patch_embed.dynamic_feat_size((H, W))))
-            except Exception:  # noqa: BLE001, S110 - fall back to the other guesses
-                pass
-        if getattr(patch_embed, "grid_size", None) is not None:
-            candidates.append(tuple(int(s) for s in patch_embed.grid_size))
-    candidates.append(aspect_grid(n))
-    for grid in candidates:
-        if grid is not None and len(grid) == 2 and grid[0] * grid[1] == n:
-            return prefix, grid[0], grid[1]
-    return None
-
-
 def _spatial_kind(act: torch.Tensor, net: nn.Module, image_hw: tuple[int, int]) -> str | None:
     if act.ndim == 4 and act.shape[2] * act.shape[3] > 1:
         return "spatial"
     if act.ndim == 3:
-        layout = _token_layout(net, act.shape[1], image_hw)
+        layout = token_layout(net, act.shape[1], image_hw)
         if layout is not None and layout[1] * layout[2] > 1:
             return "tokens"
     return None
@@ -143,7 +97,7 @@ def default_cam_layer(model: AnyModel, x: torch.Tensor, y: torch.Tensor | int = 
     acts = [store[name][0] for name in tokens]
     grads = torch.autograd.grad(score, acts, allow_unused=True)
     for name, act, grad in zip(tokens, acts, grads, strict=True):
-        prefix = _token_layout(net, act.shape[1], image_hw)[0]
+        prefix = token_layout(net, act.shape[1], image_hw)[0]
         if grad is not None and bool(grad[:, prefix:].ne(0).any()):
             return name
     raise ValueError(
@@ -201,7 +155,7 @@ def _cam(
     for sl in iter_batches(len(x), batch_size):
         act, grads = _layer_grads(forward, net, name, x[sl], y[sl])
         if act.ndim == 3:
-            layout = _token_layout(net, act.shape[1], image_hw)
+            layout = token_layout(net, act.shape[1], image_hw)
             if layout is None:
                 raise ValueError(
                     f"layer {name!r}: cannot arrange {act.shape[1]} tokens into a patch grid for inputs of"

@@ -6,6 +6,7 @@ failed call never leaves a hook behind.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ from workbench._core.validation import closest_names
 if TYPE_CHECKING:
     from workbench.models.model import Model
 
-__all__ = ["forward_hooks", "network", "resolve_layer"]
+__all__ = ["forward_hooks", "network", "resolve_layer", "token_layout"]
 
 # hook(name, value) -> None, or a tensor that replaces the module's output (output hooks only)
 Hook = Callable[[str, torch.Tensor], torch.Tensor | None]
@@ -130,3 +131,48 @@ def forward_hooks(
     finally:  # hooks never outlive the call, exceptions included
         for handle in handles:
             handle.remove()
+
+
+def token_layout(net: nn.Module, tokens: int, image_hw: tuple[int, int]) -> tuple[int, int, int] | None:
+    """(prefix tokens, grid h, grid w) of a token sequence of length ``tokens``, or None.
+
+    The prefix count is ``net.num_prefix_tokens`` (timm) when present; otherwise the tokens beyond
+    the largest grid with the image's aspect ratio. The grid comes from ``patch_embed`` (timm) when
+    its size matches, otherwise from the token count and the image's aspect ratio.
+    """
+    H, W = image_hw
+    prefix = getattr(net, "num_prefix_tokens", None)
+
+    def aspect_grid(n: int) -> tuple[int, int] | None:
+        if n < 1:
+            return None
+        gh = max(1, round(math.sqrt(n * H / W)))
+        return (gh, n // gh) if gh * (n // gh) == n else None
+
+    if not isinstance(prefix, int):
+        prefix = None
+        for p in range(0, min(tokens, 17)):  # CLS + registers: a handful at most
+            grid = aspect_grid(tokens - p)
+            if grid is not None and tokens - p > 1:
+                prefix = p
+                break
+        if prefix is None:
+            return None
+    n = tokens - prefix
+    if n < 1:
+        return None
+    patch_embed = getattr(net, "patch_embed", None)
+    candidates = []
+    if patch_embed is not None:
+        if hasattr(patch_embed, "dynamic_feat_size"):
+            try:
+                candidates.append(tuple(int(s) for s in patch_embed.dynamic_feat_size((H, W))))
+            except Exception:  # noqa: BLE001, S110 - fall back to the other guesses
+                pass
+        if getattr(patch_embed, "grid_size", None) is not None:
+            candidates.append(tuple(int(s) for s in patch_embed.grid_size))
+    candidates.append(aspect_grid(n))
+    for grid in candidates:
+        if grid is not None and len(grid) == 2 and grid[0] * grid[1] == n:
+            return prefix, grid[0], grid[1]
+    return None
