@@ -58,7 +58,8 @@ def _set_label(widget: Any, text: str) -> None:
 
 
 def history_svg(values: Sequence[float], width: int = 200, height: int = 40) -> str:
-    """An inline SVG line of the objective per step (first and last value written at the ends)."""
+    """An inline SVG line of the objective per step (the mean over the step's crops), its first and last
+    values written at the ends."""
     v = np.asarray(values, np.float64)
     if v.size < 2:
         return ""
@@ -70,9 +71,10 @@ def history_svg(values: Sequence[float], width: int = 200, height: int = 40) -> 
     points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(x, y, strict=True))
     return (
         f'<svg class="wb-fv-history" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img"'
-        f' aria-label="objective per step, {fmt(v[0])} to {fmt(v[-1])}"><polyline points="{points}"/>'
-        f'<text x="{pl}" y="{height - 1}">{fmt(v[0])}</text>'
-        f'<text x="{width - pr}" y="{height - 1}" text-anchor="end">{fmt(v[-1])} @ {v.size}</text></svg>'
+        f' aria-label="objective per step, {fmt(v[0])} to {fmt(v[-1])}"><title>objective per step (mean over the'
+        f' crops of the step)</title><polyline points="{points}"/><text x="{pl}" y="{height - 1}">step 1:'
+        f' {fmt(v[0])}</text><text x="{width - pr}" y="{height - 1}" text-anchor="end">step {v.size}:'
+        f" {fmt(v[-1])} (crops)</text></svg>"
     )
 
 
@@ -238,6 +240,11 @@ class FeatureVizCanvas(LayoutViewer):
         elif target != "channel" and self.targets.channels:
             self.layer = layer
         self._build()
+        doc = pn.state.curdoc
+        if (
+            doc is not None and doc.session_context is not None
+        ):  # under `panel serve`: a closed tab stops its run
+            pn.state.on_session_destroyed(lambda _context: self.stop())
 
     # ------------------------------------------------------------------ construction from a model
     @classmethod
@@ -463,6 +470,8 @@ class FeatureVizCanvas(LayoutViewer):
             state = "stopped" if result.stopped else "done"
             steps = int(result.history.shape[0])
             caption = f"final objective {fmt(float(result.final.reshape(-1)[0]))}{_DOT}{steps} steps"
+            if mode != "none" and not bool((result.transparency[0] > 0).any()):
+                caption += f"{_DOT}no gradient reached the image: transparency 0"
             history = history_svg(result.history[:, 0].tolist(), size)
             body = f'<img src="{png_data_uri(pixels)}" alt="{p} feature visualization ({mode} transparency)" width="{size}">'  # fmt: skip
         elif p == self._running_param and self.preview is not None:
@@ -479,7 +488,7 @@ class FeatureVizCanvas(LayoutViewer):
             body = f'<div class="wb-fv-placeholder" style="width:{size}px;height:{size}px">{caption}</div>'
         return (f'<div class="wb-fv-tile" data-param="{html.escape(p)}" data-state="{state}" data-step="{steps}">'
                 f'<span class="wb-fv-name">{html.escape(p)}</span><div class="wb-fv-frame{checker}">{body}</div>'
-                f'<span class="wb-cap">{caption}</span>{history}</div>')  # fmt: skip
+                f'<span class="wb-cap" style="max-width:{size}px">{caption}</span>{history}</div>')  # fmt: skip
 
     def _render_canvas(self, *_events: Any) -> None:
         tiles = "".join(self._tile(p) for p in self._shown_params())
@@ -533,7 +542,7 @@ class FeatureVizCanvas(LayoutViewer):
         target = pn.widgets.Select.from_param(self.param.target, width=110, css_classes=["wb-fv-target"], **kw(pn.widgets.Select, label="target"))  # fmt: skip
         self._layer_select = pn.widgets.Select.from_param(self.param.layer, width=130, css_classes=["wb-fv-layer"], **kw(pn.widgets.Select, label="layer"))  # fmt: skip
         self._index_input = pn.widgets.IntInput.from_param(self.param.index, width=120, css_classes=["wb-fv-index"], **kw(pn.widgets.IntInput, label="index"))  # fmt: skip
-        parameterization = pn.widgets.Select.from_param(self.param.parameterization, width=100, css_classes=["wb-fv-param"], **kw(pn.widgets.Select, label="parameterization"))  # fmt: skip
+        parameterization = pn.widgets.Select.from_param(self.param.parameterization, width=130, css_classes=["wb-fv-param"], **kw(pn.widgets.Select, label="parameterization"))  # fmt: skip
         steps = pn.widgets.IntInput.from_param(self.param.steps, width=90, css_classes=["wb-fv-steps"], **kw(pn.widgets.IntInput, label="steps"))  # fmt: skip
         self._run_button = pn.widgets.Button(width=80, margin=(22, 5, 5, 5), css_classes=["wb-fv-run"], **kw(pn.widgets.Button, label="\u25b6 Run", color="primary"))  # fmt: skip
         self._stop_button = pn.widgets.Button(width=80, margin=(22, 5, 5, 5), disabled=True, css_classes=["wb-fv-stop"], **kw(pn.widgets.Button, label="\u25a0 Stop", color="danger"))  # fmt: skip
