@@ -100,6 +100,13 @@ def test_targets_build_the_objectives_of_the_method_layer():
     assert c.target_label == "concept 2 \u201cc\u201d (layer1)" and "concept 2" in c._header.object
     c.select("channel", 5, "layer2")
     assert c.objective().name == "channel(layer2, 5)" and c.param.index.bounds == (0, 5)
+    c = canvas(class_names=["cat", "dog"], target="class", index=1, layer="layer1", parameterization="pixel")
+    assert (c.target, c.index, c.layer, c.parameterization) == ("class", 1, "layer1", "pixel")
+    assert c.param.index.bounds == (0, 1) and not c._layer_select.visible
+    c.target = "channel"  # from the menu: the index keeps within the layer's channels, the layer menu shows
+    assert (
+        c.param.index.bounds == (0, 3) and c._layer_select.visible and c.target_label == "channel 1 of layer1"
+    )
 
 
 def test_run_in_background_with_throttled_previews_and_status():

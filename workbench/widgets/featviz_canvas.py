@@ -216,14 +216,10 @@ class FeatureVizCanvas(LayoutViewer):
         self._thread: threading.Thread | None = None
         self._run: dict[str, Any] | None = None  # the last run: params, steps, label, objective name, stopped
         self._running_param: str | None = None
-        self._active = (
-            False  # a run is in progress (set before its thread starts, cleared before its last redraw)
-        )
-        pick = {
-            k: params.pop(k)
-            for k in ("target", "layer", "index", "parameterization", "compared")
-            if k in params
-        }
+        # a run is in progress: set before its thread starts, cleared before the thread's last redraw
+        self._active = False
+        picks = ("target", "layer", "index", "parameterization", "compared")
+        pick = {k: params.pop(k) for k in picks if k in params}  # checked once the choices are known
         super().__init__(**params)
         kinds = self.targets.kinds
         self.param.target.objects = kinds
@@ -232,18 +228,12 @@ class FeatureVizCanvas(LayoutViewer):
         self.param.compared.objects = names
         self.param.update(parameterization=pick.get("parameterization", "maco" if "maco" in names else names[0]),
                           compared=list(pick.get("compared", names)))  # fmt: skip
-        target = pick.get("target", kinds[0])
-        layer = pick.get("layer", list(self.targets.channels)[-1] if self.targets.channels else None)
-        self.select(target, pick.get("index", 0), layer if target == "channel" else None)
-        if target != "channel" and "layer" in pick:
-            self.layer = self.targets.check_layer(pick["layer"])
-        elif target != "channel" and self.targets.channels:
-            self.layer = layer
+        if self.targets.channels:  # default: the last layer given
+            self.layer = self.targets.check_layer(pick.get("layer", list(self.targets.channels)[-1]))
+        self.select(pick.get("target", kinds[0]), pick.get("index", 0))
         self._build()
         doc = pn.state.curdoc
-        if (
-            doc is not None and doc.session_context is not None
-        ):  # under `panel serve`: a closed tab stops its run
+        if doc is not None and doc.session_context is not None:  # `panel serve`: a closed tab stops its run
             pn.state.on_session_destroyed(lambda _context: self.stop())
 
     # ------------------------------------------------------------------ construction from a model
@@ -276,10 +266,9 @@ class FeatureVizCanvas(LayoutViewer):
             )
         names = model.layers() if layers is None else [layers] if isinstance(layers, str) else list(layers)
         device = getattr(model, "device", torch.device("cpu"))
+        black = torch.zeros(1, *model.input_size, device=device)
         with torch.no_grad():
-            acts = model.activations(
-                torch.zeros(1, *model.input_size, device=device), names
-            )  # KeyError if unknown
+            acts = model.activations(black, names)  # a KeyError naming the closest layers for an unknown one
         channels = {}
         for name, a in acts.items():
             if a.ndim not in (2, 3, 4):
