@@ -136,7 +136,9 @@ def accentuate(
     def project(x: torch.Tensor) -> torch.Tensor:
         # shrink the change to the seed onto the ball of radius max_distance (RMS)
         d = x - start
-        rms = d.square().flatten(1).mean(1).sqrt().clamp_min(1e-12)
+        # clamp before the square root: at the start x == start and sqrt'(0) = inf would make the
+        # gradient 0 * inf = NaN (the first step then turned every parameter into NaN)
+        rms = d.square().flatten(1).mean(1).clamp_min(1e-24).sqrt()
         return start + d * (max_distance / rms).clamp(max=1.0).view(-1, 1, 1, 1)
 
     def whole(x: torch.Tensor) -> torch.Tensor:
