@@ -191,7 +191,9 @@ class PixelImage(ImageParameterization):
 
     def __init__(self, k: int, size: int, generator: torch.Generator | None = None, **kwargs):
         super().__init__(k, size, **kwargs)
-        self.pixels = nn.Parameter(0.01 * torch.randn(self.k, 3, self.size, self.size, generator=generator))
+        # noise of sd 0.5 before the sigmoid, not Lucid's 0.01: from a flat grey image a channel behind a
+        # ReLU that is off for grey gets no gradient at all (seen on resnet_textures' layer3)
+        self.pixels = nn.Parameter(0.5 * torch.randn(self.k, 3, self.size, self.size, generator=generator))
 
     def decorrelated(self) -> torch.Tensor:
         return self.pixels
