@@ -9,6 +9,7 @@ zoo models, PlantedShapes, no network.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import re
 from pathlib import Path
@@ -17,31 +18,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-TABLE_HEADING = "## Methods: paper, function, file, notebook, test"
 
 
-def python_blocks(text: str) -> list[str]:
-    """The ```python fenced blocks of a Markdown text, in order."""
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+def _readme_parser():
+    """docs/readme_parser.py, loaded by path: the one parser of the README, shared with the docs build."""
+    spec = importlib.util.spec_from_file_location("readme_parser", ROOT / "docs" / "readme_parser.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def methods_table(text: str) -> list[dict[str, str]]:
-    """Rows of the methods table as dicts keyed by the header's column names."""
-    section = text.split(TABLE_HEADING, 1)[1].splitlines()
-    first = next(i for i, line in enumerate(section) if line.startswith("|"))
-    lines = []
-    for line in section[first:]:  # the table ends at its first non-table line
-        if not line.startswith("|"):
-            break
-        lines.append(line)
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    header, rows = cells[0], cells[2:]  # cells[1] is the --- separator
-    return [dict(zip(header, row, strict=True)) for row in rows]
-
-
-def code_names(cell: str) -> list[str]:
-    """The `backticked` names of a table cell."""
-    return re.findall(r"`([^`]+)`", cell)
+_parser = _readme_parser()
+python_blocks, methods_table, code_names = _parser.python_blocks, _parser.methods_table, _parser.code_names
 
 
 def test_python_blocks_are_found():
