@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: tour test quick lint format bench setup chromium clean
+.PHONY: tour test quick lint format bench docs setup chromium clean
 
 # The venv is rebuilt when the pins or the project's dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -43,6 +43,13 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+# The documentation site in build/site (open build/site/index.html, or serve it: $(VENV)/bin/mkdocs serve).
+# Strict: any warning (a docstring griffe cannot parse, a broken link or reference) fails the build.
+# Notebooks are rendered without outputs; EXECUTE=1 runs them first with papermill at scale="ci".
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 WORKBENCH_DOCS_EXECUTE=$(EXECUTE) $(VENV)/bin/mkdocs build --strict
+	@echo "Documentation: build/site/index.html"
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache
