@@ -43,7 +43,9 @@ class RuntimeDocstrings(griffe.Extension):
         public = _public_paths(pkg, self.api_modules)
         for obj in _objects(pkg):
             if obj.docstring is not None:
-                obj.docstring.value = _ROLE.sub(lambda m, o=obj: _reference(o, m, public), obj.docstring.value)
+                obj.docstring.value = _ROLE.sub(
+                    lambda m, o=obj: _reference(o, m, public), obj.docstring.value
+                )
 
 
 def _modules(module: griffe.Module):
@@ -76,9 +78,11 @@ def _public_paths(pkg: griffe.Module, api_modules: list[str]) -> dict[str, str]:
     for path in api_modules:
         module = _lookup(pkg, path)
         public.setdefault(module.path, path)
-        names = module.exports if module.exports is not None else [
-            n for n, m in module.members.items() if not n.startswith("_") and not m.is_alias
-        ]
+        names = (
+            module.exports
+            if module.exports is not None
+            else [n for n, m in module.members.items() if not n.startswith("_") and not m.is_alias]
+        )
         for name in names:
             name = name if isinstance(name, str) else name.name
             try:

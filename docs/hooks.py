@@ -237,18 +237,24 @@ def _methods_page(rows: list, notebooks: list) -> str:
         "# All methods\n\nThe README's methods table, as it is: every method with its paper, the functions "
         "that implement it (linked to the API), the file they live in, the notebook that reproduces the "
         "paper's claim and the test that checks it. A dash: no notebook of its own yet.\n\n"
-        + _table(rows, notebooks, prefix="", columns=("method", "paper", "function", "file", "notebook", "test"))
+        + _table(
+            rows, notebooks, prefix="", columns=("method", "paper", "function", "file", "notebook", "test")
+        )
     )
 
 
-def _table(rows: list, notebooks: list, prefix: str, columns=("method", "paper", "function", "notebook", "test")):
+def _table(
+    rows: list, notebooks: list, prefix: str, columns=("method", "paper", "function", "notebook", "test")
+):
     titles = {nb.stem: nb.title for nb in notebooks}
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row in rows:
         cells = []
         for col in columns:
             if col == "function":
-                cells.append(", ".join(f"[`{f.rpartition('.')[2]}`][{f}]" for f in readme_parser.code_names(row[col])))
+                cells.append(
+                    ", ".join(f"[`{f.rpartition('.')[2]}`][{f}]" for f in readme_parser.code_names(row[col]))
+                )
             elif col == "notebook":
                 links = []
                 for path in readme_parser.code_names(row[col]):
@@ -292,7 +298,12 @@ def _widgets_section(notebooks: list) -> str:
     """The widgets, their one-line summaries (docstrings) and the notebooks that show them."""
     init = ROOT / "workbench" / "widgets" / "__init__.py"
     tree = ast.parse(init.read_text(encoding="utf-8"))
-    out = [_strip_roles(ast.get_docstring(tree) or ""), "\n## The widgets\n", "| widget | what it shows | notebooks |", "| --- | --- | --- |"]
+    out = [
+        _strip_roles(ast.get_docstring(tree) or ""),
+        "\n## The widgets\n",
+        "| widget | what it shows | notebooks |",
+        "| --- | --- | --- |",
+    ]
     sources = {
         alias.asname or alias.name: node.module
         for node in tree.body
@@ -423,7 +434,7 @@ def _notebook_page(nb: Notebook) -> tuple[str, dict[str, bytes]]:
                 first_markdown = False
         elif cell["cell_type"] == "code":
             if "parameters" in cell.get("metadata", {}).get("tags", []):
-                out.append('*Parameters (papermill, `workbench run ... -p key value`):*')
+                out.append("*Parameters (papermill, `workbench run ... -p key value`):*")
             out.append(f"```python\n{source.rstrip()}\n```")
             for k, output in enumerate(cell.get("outputs", [])):
                 rendered = _output(output, f"cell{index}_{k}", nb.stem, assets)
@@ -498,7 +509,13 @@ def _fix_markdown(text: str) -> str:
     for i, line in enumerate(lines):
         is_item = re.match(r"(?:[-*+]|\d+\.) ", line)
         prev = lines[i - 1] if i else ""
-        if i and is_item and prev.strip() and not re.match(r"\s*(?:[-*+]|\d+\.) ", prev) and not prev.startswith(" "):
+        if (
+            i
+            and is_item
+            and prev.strip()
+            and not re.match(r"\s*(?:[-*+]|\d+\.) ", prev)
+            and not prev.startswith(" ")
+        ):
             out.append("")
         out.append(line)
     return "\n".join(out)

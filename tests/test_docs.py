@@ -103,7 +103,9 @@ def test_capability_pages_carry_every_readme_row(site):
     parser = _readme_parser()
     rows = parser.methods_table((ROOT / "README.md").read_text(encoding="utf-8"))
     pages = {p.stem: p.read_text(encoding="utf-8") for p in (site / "capabilities").glob("*.html")}
-    assert {"attribution", "metrics", "sparse-dictionaries", "concepts", "feature-visualization"} <= set(pages)
+    assert {"attribution", "metrics", "sparse-dictionaries", "concepts", "feature-visualization"} <= set(
+        pages
+    )
     assert {"models", "widgets"} <= set(pages)
     problems = []
     for row in rows:
@@ -166,9 +168,7 @@ def test_a_broken_reference_fails_the_strict_build(tmp_path):
         encoding="utf-8",
     )
     config = tmp_path / "mkdocs.yml"
-    config.write_text(
-        f"INHERIT: {ROOT / 'mkdocs.yml'}\ndocs_dir: {docs}\nhooks: []\n", encoding="utf-8"
-    )
+    config.write_text(f"INHERIT: {ROOT / 'mkdocs.yml'}\ndocs_dir: {docs}\nhooks: []\n", encoding="utf-8")
     result = _mkdocs(config, tmp_path / "site")
     log = result.stdout + result.stderr
     assert result.returncode != 0, log[-3000:]
