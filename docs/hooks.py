@@ -146,7 +146,9 @@ def on_files(files: Files, config) -> Files:
             files.append(File.generated(config, f"notebooks/{nb.stem}/{name}", content=data))
         files.append(File.generated(config, f"notebooks/{nb.stem}.ipynb", abs_src_path=str(nb.path)))
         if nb.report is not None:
-            files.append(File.generated(config, f"notebooks/{nb.stem}.html", abs_src_path=str(nb.report)))
+            files.append(
+                File.generated(config, f"notebooks/{nb.stem}.report.html", abs_src_path=str(nb.report))
+            )
     for uri, text in pages.items():
         files.append(File.generated(config, uri, content=text))
     return files
@@ -450,7 +452,7 @@ def _notebook_banner(nb: Notebook) -> str:
     ]
     if nb.executed:
         lines.append(
-            f'Executed at `scale="ci"` for this site; the [offline HTML report]({nb.stem}.html) that '
+            f'Executed at `scale="ci"` for this site; the [offline HTML report]({nb.stem}.report.html) that '
             "`workbench run` writes shows the same run."
         )
     else:
