@@ -174,3 +174,68 @@ def test_a_broken_reference_fails_the_strict_build(tmp_path):
     assert result.returncode != 0, log[-3000:]
     assert "workbench.attribution.no_such_method" in log, log[-3000:]
     assert "no_such_page.md" in log, log[-3000:]
+
+
+def _hooks():
+    """docs/hooks.py loaded as MkDocs loads it: its folder on sys.path while it imports."""
+    spec = importlib.util.spec_from_file_location("workbench_docs_hooks", ROOT / "docs" / "hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    return module
+
+
+def test_executed_notebook_outputs_render_as_markdown(tmp_path):
+    """What ``make docs EXECUTE=1`` shows of each kind of output, on a hand-made executed notebook.
+
+    The real executed notebooks take minutes each (papermill at scale="ci"), so the rendering rules
+    are checked here on one cell per output kind, with known contents.
+    """
+    import base64
+
+    hooks = _hooks()
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+    )
+    widget = {"application/vnd.holoviews_exec.v0+json": "", "text/html": "<div>widget</div>"}
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "source": "# A title\n\nThe claims:\n1. one\n2. two", "metadata": {}},
+            {
+                "cell_type": "code",
+                "metadata": {"tags": ["parameters"]},
+                "source": 'scale = "ci"',
+                "outputs": [],
+            },
+            {
+                "cell_type": "code",
+                "metadata": {},
+                "source": "run()",
+                "outputs": [
+                    {"output_type": "stream", "name": "stdout", "text": "10%\r100% done\n"},
+                    {"output_type": "stream", "name": "stderr", "text": "a progress bar\n"},
+                    {"output_type": "display_data", "data": {"application/javascript": "load()"}},
+                    {"output_type": "display_data", "data": {"image/png": base64.b64encode(png).decode()}},
+                    {"output_type": "display_data", "data": widget, "metadata": {}},
+                    {
+                        "output_type": "display_data",
+                        "data": {"text/html": "<table><tr><td>1</td></tr></table>"},
+                    },
+                    {"output_type": "execute_result", "data": {"text/plain": "\x1b[31m42\x1b[0m"}},
+                ],
+            },
+        ]
+    }
+    page, assets = hooks._notebook_page(hooks.Notebook(tmp_path / "99_demo.ipynb", nb, True, None))
+    assert "The claims:\n\n1. one" in page  # Python-Markdown needs the blank line Jupyter does not
+    assert "Executed at" in page and "*Parameters" in page and '```python\nscale = "ci"\n```' in page
+    assert "```text\n100% done\n```" in page  # the last state of a \r-updated line
+    assert "a progress bar" not in page and "load()" not in page  # stderr and widget JavaScript dropped
+    assert assets == {"cell2_3.png": png} and "](99_demo/cell2_3.png)" in page
+    assert page.count("Interactive widget") == 1 and "<div>widget</div>" not in page
+    assert '<div class="wb-nb-output" markdown="0">\n<table>' in page
+    assert "```text\n42\n```" in page  # ANSI colour codes stripped
