@@ -435,8 +435,11 @@ def _notebook_page(nb: Notebook) -> tuple[str, dict[str, bytes]]:
                 out.append(_notebook_banner(nb))
                 first_markdown = False
         elif cell["cell_type"] == "code":
-            if "parameters" in cell.get("metadata", {}).get("tags", []):
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "parameters" in tags:
                 out.append("*Parameters (papermill, `workbench run ... -p key value`):*")
+            elif "injected-parameters" in tags:
+                out.append("*Parameters papermill injected for this build:*")
             out.append(f"```python\n{source.rstrip()}\n```")
             for k, output in enumerate(cell.get("outputs", [])):
                 rendered = _output(output, f"cell{index}_{k}", nb.stem, assets)
