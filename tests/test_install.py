@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = {"torch", "torchvision", "timm", "numpy", "scipy", "safetensors", "zarr", "tqdm", "pillow"}
 NOT_CORE = {"panel", "holoviews", "bokeh", "ipywidgets", "jupyterlab", "papermill", "nbconvert", "matplotlib"}
 NOT_CORE |= {"pytest", "ruff", "playwright", "captum", "scikit-learn", "overcomplete", "latex2mathml"}
+NOT_CORE |= {"horama"}  # dev: the MACO peer of workbench.featviz
 
 SMOKE = textwrap.dedent(
     """
