@@ -77,6 +77,7 @@ class Objective:
         self.layers = tuple(dict.fromkeys(layers))
         self.needs_logits = bool(needs_logits)
         self._score = score
+        self._direction: _DirectionSpec | None = None  # set by direction(): lets pages be scored at once
 
     def __call__(self, capture: Capture) -> torch.Tensor:
         return self._score(capture)
@@ -260,18 +261,39 @@ def direction(
     tokens = _check_tokens(tokens)
     v = v.detach().float()
 
+    spec = _DirectionSpec(layer, v, cosine, tokens)
+
     def score(cap: Capture) -> torch.Tensor:
         a = _positions(cap, layer, tokens)  # (N, C, P)
-        if a.shape[1] != v.numel():
-            raise ValueError(f"v: has {v.numel()} entries but layer {layer!r} has {a.shape[1]} channels")
-        u = v.to(a)
-        dot = torch.einsum("ncp,c->np", a, u)
-        if cosine:
-            cos = dot / (a.norm(dim=1) * u.norm()).clamp_min(1e-8)
-            dot = dot * cos.clamp_min(0.0)
-        return dot.mean(-1)
+        return _direction_scores(a[None], v[None], cosine, layer)[0]
 
-    return Objective(name or f"direction({layer}{', cosine' if cosine else ''})", [layer], False, score)
+    objective = Objective(name or f"direction({layer}{', cosine' if cosine else ''})", [layer], False, score)
+    objective._direction = spec
+    return objective
+
+
+@dataclass(frozen=True)
+class _DirectionSpec:
+    """What a :func:`direction` objective reads, so that :func:`evaluate_groups` scores the directions of
+    a page (SAE atoms, concepts) in one product instead of one small product per objective."""
+
+    layer: str
+    v: torch.Tensor
+    cosine: bool
+    tokens: str
+
+
+def _direction_scores(a: torch.Tensor, v: torch.Tensor, cosine: bool, layer: str) -> torch.Tensor:
+    """Activations (G, N, C, P) and directions (G, C) -> (G, N): ``<a, v>`` per position, times the
+    cosine clamped at 0 when ``cosine``, averaged over positions (the score of :func:`direction`)."""
+    if a.shape[2] != v.shape[1]:
+        raise ValueError(f"v: has {v.shape[1]} entries but layer {layer!r} has {a.shape[2]} channels")
+    v = v.to(a)
+    dot = torch.matmul(v[:, None, None, :], a).squeeze(-2)  # (G, N, P)
+    if cosine:
+        cos = dot / (a.norm(dim=2) * v.norm(dim=1)[:, None, None]).clamp_min(1e-8)
+        dot = dot * cos.clamp_min(0.0)
+    return dot.mean(-1)
 
 
 def logit(c: int) -> Objective:
@@ -350,14 +372,35 @@ def evaluate_groups(model: nn.Module, objectives: Sequence[Objective], images: t
     layers = [layer for o in objectives for layer in o.layers]
     cap = capture(model, images, layers, any(o.needs_logits for o in objectives))
     per = images.shape[0] // k
-    scores = []
+    scores: list[torch.Tensor | None] = [None] * k
+    # Directions read from the same layer in the same way (a page of SAE atoms) are scored together: one
+    # product for the page instead of a few small operations per atom and step.
+    groups: dict[tuple, list[int]] = {}
     for i, o in enumerate(objectives):
-        rows = slice(i * per, (i + 1) * per)
-        part = Capture(
-            {name: a[rows] for name, a in cap.acts.items()},
-            None if cap.logits is None else cap.logits[rows],
-            cap.net,
-            cap.image_hw,
-        )
-        scores.append(o(part))
+        d = getattr(o, "_direction", None)
+        if d is not None:
+            groups.setdefault((d.layer, d.tokens, d.cosine, d.v.numel()), []).append(i)
+    for (layer, tokens, cosine, _), members in groups.items():
+        if len(members) > 1:
+            a = _positions(cap, layer, tokens).unflatten(0, (k, per))  # (K, per, C, P)
+            a = a if len(members) == k else a[members]
+            v = torch.stack([objectives[i]._direction.v for i in members])
+            for i, s in zip(members, _direction_scores(a, v, cosine, layer)):
+                scores[i] = s
+    rest = [i for i, s in enumerate(scores) if s is None]
+    if rest:
+        # One split per tensor, not K slices: the backward of a slice writes its gradient into a zero
+        # tensor of the whole batch, so K slices cost K full-batch fills and additions (O(K^2) memory
+        # traffic, 27 % of a step for a page of 32 atoms, benchmarks/featviz.py); a split's backward is
+        # one concatenation.
+        acts = {name: a.split(per) for name, a in cap.acts.items()}
+        logits = None if cap.logits is None else cap.logits.split(per)
+        for i in rest:
+            part = Capture(
+                {name: parts[i] for name, parts in acts.items()},
+                None if logits is None else logits[i],
+                cap.net,
+                cap.image_hw,
+            )
+            scores[i] = objectives[i](part)
     return torch.cat(scores)
