@@ -346,12 +346,15 @@ def evaluate_groups(model: nn.Module, objectives: Sequence[Objective], images: t
     layers = [layer for o in objectives for layer in o.layers]
     cap = capture(model, images, layers, any(o.needs_logits for o in objectives))
     per = images.shape[0] // k
+    # one split per tensor, not K slices: the backward of K slices writes K full-size zero gradients
+    # (measured: 20 % of a step with 96 channel objectives), a split's backward concatenates once
+    acts = {name: a.split(per) for name, a in cap.acts.items()}
+    logits = None if cap.logits is None else cap.logits.split(per)
     scores = []
     for i, o in enumerate(objectives):
-        rows = slice(i * per, (i + 1) * per)
         part = Capture(
-            {name: a[rows] for name, a in cap.acts.items()},
-            None if cap.logits is None else cap.logits[rows],
+            {name: parts[i] for name, parts in acts.items()},
+            None if logits is None else logits[i],
             cap.net,
             cap.image_hw,
         )
