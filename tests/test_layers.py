@@ -23,6 +23,8 @@ ALLOWED = {
     "models": {"_core", "models"},
     "data": {"_core", "models", "data"},
     "metrics": {"_core", "models", "data", "metrics"},
+    # a method layer: feature visualization never reaches concepts, SAEs or widgets (they call it)
+    "featviz": {"_core", "models", "data", "featviz"},
 }
 UI = {"panel", "holoviews", "bokeh", "ipywidgets"}
 

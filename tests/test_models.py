@@ -167,6 +167,7 @@ def test_list_zoo_has_every_model_with_a_card():
         "vit_shapes",
         "resnet_shapes_shortcut",
         "resnet_shape_color",
+        "resnet_textures_twin",
     } <= set(zoo)
     for card in zoo.values():
         assert card.get("accuracy"), "zoo weights must ship with a card"
@@ -185,6 +186,26 @@ def test_texture_cnn_reads_textures_and_ignores_black():
         black = model(torch.zeros(1, 3, 64, 64)).softmax(1)
     assert acc >= 0.95 and float(black.max()) < 0.6, (acc, black)
     assert model.net.forward_features(torch.rand(1, 3, 64, 64)).shape[-1] == 16
+
+
+def test_texture_twin_is_the_same_recipe_with_another_seed():
+    """The feature-visualization transfer test needs an independent judge: the twin shares the texture
+    CNN's architecture and recipe but not its seed (weights and data), and reads textures as well."""
+    from workbench.data import planted_shapes
+
+    model, twin = load_model("zoo:resnet_textures"), load_model("zoo:resnet_textures_twin")
+    a, b = model.card, twin.card
+    assert a["arch"] == b["arch"] and a["stem"] == b["stem"] and a["data"]["rule"] == b["data"]["rule"]
+    assert {k: v for k, v in a["recipe"].items() if k != "seed"} == {
+        k: v for k, v in b["recipe"].items() if k != "seed"
+    }
+    assert a["recipe"]["seed"] != b["recipe"]["seed"]
+    weights = dict(model.net.named_parameters())
+    assert any(not torch.equal(p, weights[n]) for n, p in twin.net.named_parameters())
+    data = planted_shapes(64, size=64, seed=77, rule="texture")
+    with torch.no_grad():
+        acc = (twin(data.images).argmax(1) == data.labels).float().mean().item()
+    assert acc >= 0.95, acc
 
 
 def test_zoo_models_load_offline_and_are_accurate(shapes_small):

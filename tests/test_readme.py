@@ -46,8 +46,8 @@ def code_names(cell: str) -> list[str]:
 
 def test_python_blocks_are_found():
     blocks = python_blocks(README.read_text(encoding="utf-8"))
-    # first look, attribution, metrics, sparse dictionaries, concepts
-    assert len(blocks) == 5, [b.splitlines()[0] for b in blocks]
+    # first look, attribution, metrics, sparse dictionaries, concepts, feature visualization
+    assert len(blocks) == 6, [b.splitlines()[0] for b in blocks]
 
 
 @pytest.mark.slow
@@ -81,6 +81,9 @@ def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch):
     assert ns["importance"].shape == (6,) and ns["concept_maps"].shape == (4, 6, 64, 64)
     assert ns["gi"].shape == (n_pos, 6) and ns["cdel"].auc.shape == (n_pos,)
     assert ns["tree"]["children"] and ns["groups"].sizes.sum() == n_pos
+    assert ns["fv"].image.shape == (4, 3, 64, 64) and ns["fv"].transparency.shape == (4, 1, 64, 64)
+    assert ns["fv"].history.shape == (64, 4) and ns["class_probs"].shape == (4, 4)
+    assert bool((ns["fa"].info["distance"] <= 0.1 + 1e-5).all())
 
 
 def test_methods_table_points_at_real_things():

@@ -109,7 +109,14 @@ def test_metrics_zoo_and_baselines_are_registries_with_papers():
     with pytest.raises(KeyError, match=r"closest: \['mask_auc'"):
         METRICS.get("mask_au")
     assert ZOO.names() == sorted(
-        ["resnet_shapes", "resnet_textures", "resnet_shapes_shortcut", "resnet_shape_color", "vit_shapes"]
+        [
+            "resnet_shapes",
+            "resnet_textures",
+            "resnet_textures_twin",
+            "resnet_shapes_shortcut",
+            "resnet_shape_color",
+            "vit_shapes",
+        ]
     )
     assert "Xiao" in ZOO.entry("vit_shapes").paper
 
@@ -123,15 +130,25 @@ def test_every_registry_is_one_registry_and_names_its_papers():
     from workbench.attribution.registry import METHODS
     from workbench.attribution.sampling import BINARY_SAMPLERS, SAMPLERS
     from workbench.concepts import CONCEPT_IMPORTANCE_METHODS, FACTORIZATIONS
+    from workbench.featviz import PARAMETERIZATIONS, SPECTRA
     from workbench.metrics import METRICS
     from workbench.metrics.baselines import BASELINES
     from workbench.models.zoo import ZOO
     from workbench.sae import SAES
 
     families = [METHODS, SAMPLERS, BINARY_SAMPLERS, ESTIMATORS, BANDWIDTHS, PERTURBATIONS, METRICS, BASELINES]
-    families += [ZOO, SAES, FACTORIZATIONS, CONCEPT_IMPORTANCE_METHODS]
+    families += [ZOO, SAES, FACTORIZATIONS, CONCEPT_IMPORTANCE_METHODS, PARAMETERIZATIONS, SPECTRA]
     for registry in families:
         assert isinstance(registry, Registry) and len(registry) > 0, registry
-    for registry in (METHODS, METRICS, BASELINES, SAES, FACTORIZATIONS, CONCEPT_IMPORTANCE_METHODS):
+    for registry in (
+        METHODS,
+        METRICS,
+        BASELINES,
+        SAES,
+        FACTORIZATIONS,
+        CONCEPT_IMPORTANCE_METHODS,
+        PARAMETERIZATIONS,
+        SPECTRA,
+    ):
         missing = [e.name for e in registry.entries() if not e.paper]
         assert not missing, f"{registry.kind}: no paper for {missing}"

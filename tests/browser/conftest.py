@@ -194,6 +194,12 @@ def concept_gallery_server(tmp_path_factory) -> Iterator[dict]:
     yield from _served(tmp_path_factory, "concept_gallery_app", 6, 0)
 
 
+@pytest.fixture(scope="module")
+def featviz_canvas_server(tmp_path_factory) -> Iterator[dict]:
+    """apps/featviz_canvas_app.py served: ``{"url", "log", "n", "seed"}`` (n and seed unused)."""
+    yield from _served(tmp_path_factory, "featviz_canvas_app", 0, 0)
+
+
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[object]:
     """Headless /usr/bin/chromium through Playwright's sync API, with a fresh user-data-dir."""

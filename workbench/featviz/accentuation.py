@@ -121,9 +121,10 @@ def accentuate(
         raise ValueError(f"objective: {len(objectives)} objectives for {seeds.shape[0]} seed images")
     if reg not in REGULARIZATIONS:
         raise ValueError(f"reg: expected one of {REGULARIZATIONS}, got {reg!r}")
-    for value, name in ((strength, "strength"), (lr, "lr")):
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    if not (math.isfinite(strength) and strength >= 0):
+        raise ValueError(f"strength: expected a finite number >= 0, got {strength!r}")
+    if not (math.isfinite(lr) and lr > 0):  # lr 0 would return the seed unchanged
+        raise ValueError(f"lr: expected a positive learning rate, got {lr!r}")
     if not (math.isfinite(max_distance) and max_distance > 0):
         raise ValueError(f"max_distance: expected a positive RMS distance, got {max_distance!r}")
     steps = check_int(steps, "steps")
@@ -136,7 +137,9 @@ def accentuate(
     def project(x: torch.Tensor) -> torch.Tensor:
         # shrink the change to the seed onto the ball of radius max_distance (RMS)
         d = x - start
-        rms = d.square().flatten(1).mean(1).sqrt().clamp_min(1e-12)
+        # clamp before the square root: at the start x == start and sqrt'(0) = inf would make the
+        # gradient 0 * inf = NaN (the first step then turned every parameter into NaN)
+        rms = d.square().flatten(1).mean(1).clamp_min(1e-24).sqrt()
         return start + d * (max_distance / rms).clamp(max=1.0).view(-1, 1, 1, 1)
 
     def whole(x: torch.Tensor) -> torch.Tensor:

@@ -97,9 +97,10 @@ def regenerate_spectra(names: list[str] | None = None, out_dir: Path = SPECTRA_D
             "color": color.contiguous(),
         }
         path = Path(out_dir) / f"{name}.safetensors"
-        atomic_write_bytes(
-            path, save(tensors, metadata={"images": str(images.shape[0]), "command": REGENERATE})
-        )
+        # one metadata entry: safetensors writes its metadata map in hash order, which changes from
+        # one process to the next, so two entries made the file's bytes differ between regenerations
+        source = f"{images.shape[0]} images; regenerate with `{REGENERATE}`"
+        atomic_write_bytes(path, save(tensors, metadata={"source": source}))
         written.append(path)
     return written
 

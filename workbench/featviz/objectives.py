@@ -126,6 +126,10 @@ def _positions(cap: Capture, layer: str, tokens: str) -> torch.Tensor:
     """The layer's output as (N, C, P): channels by positions (CNN positions, or the chosen tokens)."""
     a = cap.acts[layer]
     if a.ndim == 4:
+        if tokens == "cls":
+            raise ValueError(
+                f"layer {layer!r}: tokens='cls' but this layer is a map {tuple(a.shape)}, not tokens"
+            )
         return a.flatten(2)
     if a.ndim == 2:
         return a.unsqueeze(-1)

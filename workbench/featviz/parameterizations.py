@@ -108,16 +108,32 @@ def resize_spectrum(magnitude: torch.Tensor, size: int) -> torch.Tensor:
     """A magnitude spectrum (3, S, S // 2 + 1) resampled to another side: (3, size, size // 2 + 1).
 
     The rows of an rfft are in FFT order (0, 1, ..., -1); they are shifted to put frequency 0 in the
-    middle before interpolating and shifted back after, so low and high frequencies are not mixed (the
-    reference interpolates the unshifted array).
+    middle, and each output coefficient reads the input (bilinearly) at its own frequency in cycles per
+    pixel, so low and high frequencies are not mixed (the reference interpolates the unshifted array)
+    and frequency 0 stays at frequency 0 (an even side's shifted rows run from -S/2 to S/2 - 1, so
+    stretching the index range end to end would move it).
     """
     size = check_int(size, "size", minimum=4)
     if magnitude.ndim != 3 or magnitude.shape[-1] != magnitude.shape[-2] // 2 + 1:
         raise ValueError(f"magnitude: expected (C, S, S // 2 + 1), got {tuple(magnitude.shape)}")
-    if magnitude.shape[-2] == size:
+    side = magnitude.shape[-2]
+    if side == size:
         return magnitude.clone()
-    shifted = torch.fft.fftshift(magnitude, dim=-2)
-    out = F.interpolate(shifted[None], size=(size, size // 2 + 1), mode="bilinear", align_corners=True)[0]
+    shifted = torch.fft.fftshift(magnitude, dim=-2)  # row i is frequency (i - side // 2) / side
+    if side % 2 == 0:  # frequency -1/2 is also +1/2: repeat its row at the end, so +-f stay symmetric
+        shifted = torch.cat([shifted, shifted[:, :1]], dim=-2)
+    rows = torch.fft.fftshift(torch.fft.fftfreq(size)) * side + side // 2  # fractional input indices
+    cols = torch.fft.rfftfreq(size) * side
+    grid = torch.stack(
+        torch.broadcast_tensors(
+            (2 * cols / (shifted.shape[-1] - 1) - 1)[None, :],
+            (2 * rows / (shifted.shape[-2] - 1) - 1)[:, None],
+        ),
+        dim=-1,
+    ).to(shifted)
+    out = F.grid_sample(
+        shifted[None], grid[None], mode="bilinear", padding_mode="border", align_corners=True
+    )[0]
     # the total energy grows with the number of pixels under norm="ortho" only through the DC term;
     # the images are standardized after the inverse transform, so the scale does not matter
     return torch.fft.ifftshift(out, dim=-2).clamp_min(0)
@@ -175,7 +191,9 @@ class PixelImage(ImageParameterization):
 
     def __init__(self, k: int, size: int, generator: torch.Generator | None = None, **kwargs):
         super().__init__(k, size, **kwargs)
-        self.pixels = nn.Parameter(0.01 * torch.randn(self.k, 3, self.size, self.size, generator=generator))
+        # noise of sd 0.5 before the sigmoid, not Lucid's 0.01: from a flat grey image a channel behind a
+        # ReLU that is off for grey gets no gradient at all (seen on resnet_textures' layer3)
+        self.pixels = nn.Parameter(0.5 * torch.randn(self.k, 3, self.size, self.size, generator=generator))
 
     def decorrelated(self) -> torch.Tensor:
         return self.pixels

@@ -6,7 +6,8 @@ Widgets receive results (images, predictions, maps, concepts); they never train 
 AttributionViewer (maps of several methods over images), DatasetViewer (images, labels, concepts),
 MetricsBoard (metric scores by method), AtomBrowser and BlindspotComparer (sparse dictionaries' atoms),
 ConceptGallery (a class's concepts by importance: crops, maps, images, recursion tree; linked to an
-AttributionViewer).
+AttributionViewer), FeatureVizCanvas (a channel's, atom's, concept's or class's feature visualization, run
+live through a given optimizer: stop, transparency, parameterizations side by side, PNG export).
 """
 
 from workbench.widgets.atom_browser import AtomBrowser
@@ -14,6 +15,7 @@ from workbench.widgets.attribution_viewer import AttributionViewer
 from workbench.widgets.blindspot_comparer import BlindspotComparer
 from workbench.widgets.concept_gallery import ConceptGallery
 from workbench.widgets.dataset_viewer import DatasetViewer
+from workbench.widgets.featviz_canvas import FeatureVizCanvas
 from workbench.widgets.html import ensure_extension
 from workbench.widgets.metrics_board import MetricsBoard
 
@@ -25,6 +27,7 @@ __all__ = [
     "BlindspotComparer",
     "ConceptGallery",
     "DatasetViewer",
+    "FeatureVizCanvas",
     "MetricsBoard",
     "ensure_extension",
 ]

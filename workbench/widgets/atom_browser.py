@@ -13,7 +13,8 @@ the atom's heatmap; the histogram of its non-zero activations; its mean activati
 importance per class; its nearest atoms (cosine of the dictionary) and the atoms that fire with it; a
 stability score when other runs are given; and, for an archetypal dictionary (RA-SAE, with candidates
 ``C`` and row-stochastic weights ``W``), the candidate points it is built from, each shown through the
-image region nearest to it. Search takes an atom id (``"12"`` or ``"#12"``) or a class name (the atoms
+image region nearest to it; and its feature visualization (MACO, Fel et al., NeurIPS 2023), given as a
+dict or computed through a given optimizer callable, one call per page of atoms, each image once. Search takes an atom id (``"12"`` or ``"#12"``) or a class name (the atoms
 are then ranked by that class's mean activation).
 
 Everything renders as HTML built in Python (:class:`~workbench.widgets.metrics_panel.ActionHTML`):
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import html
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,14 +38,16 @@ from workbench.data.activation_rows import ActivationRows
 from workbench.sae.atom_statistics import AtomStats, atom_stats
 from workbench.sae.base import encode_rows
 from workbench.widgets.checks import check_atom
+from workbench.widgets.featviz_slots import FeatureVizSlots
 from workbench.widgets.html import ActionHTML, asset, ensure_extension, fmt, svg_histogram, widget_kwargs
-from workbench.widgets.images import crop_box, crop_tile, heat_tile, token_map
+from workbench.widgets.images import crop_box, crop_tile, heat_tile, png_data_uri, token_map
 from workbench.widgets.paging import paging_controls
 from workbench.widgets.viewer import PagedViewer
 
 CSS = asset("atom_browser.css")
 _DOT = " \u00b7 "
 _CACHE = 256
+_CARD_PAIR, _DETAIL_FV = 44, 128  # card thumbnails when a feature visualization sits beside the crop
 
 
 class AtomBrowser(PagedViewer):
@@ -92,6 +95,16 @@ class AtomBrowser(PagedViewer):
         Initial value of :attr:`dead_atoms`.
     title
         Heading.
+    featviz
+        ``{atom: image (3, H, W) in [0, 1]}``: feature visualizations of atoms, shown on their cards and in
+        the detail view (an atom without one shows an empty slot while others have one).
+    featviz_optimizer
+        Computes the missing feature visualizations when their page is shown: called once per page with
+        the list of objectives ``direction(layer, dictionary[i], cosine=True)`` of the page's atoms (and the
+        selected one) that have no image yet; it returns a ``FeatureViz`` with one image per objective
+        (e.g. ``functools.partial(workbench.featviz.visualize, model, steps=128, progress=False)``: MACO
+        by default, the atoms optimized together in one batch). Needs ``layer`` (or a store, which knows
+        its layer). Each image is computed once.
 
     Attributes
     ----------
@@ -147,6 +160,8 @@ class AtomBrowser(PagedViewer):
         title: str = "Atoms",
         stats: AtomStats | None = None,
         dead_atoms: str = "show",
+        featviz: Mapping[int, Any] | None = None,
+        featviz_optimizer: Callable[..., Any] | None = None,
         **params: Any,
     ):
         ensure_extension()
@@ -205,11 +220,51 @@ class AtomBrowser(PagedViewer):
         self.stats = stats
         self.has_candidates = stats.candidate_weights is not None
         self._codes: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self.layer = (
+            layer if layer is not None or self.rows.store is None else self.rows.store.meta.get("layer")
+        )
+        self._featviz = self._featviz_slots(featviz, featviz_optimizer)
         params.setdefault("selected", 0)
         params.setdefault("dead_atoms", dead_atoms)
         super().__init__(**params)
         self._check_atom(self.selected)
         self._build()
+
+    # ------------------------------------------------------------------ feature visualizations
+    def _featviz_slots(self, featviz: Mapping[int, Any] | None, optimizer: Any) -> FeatureVizSlots:
+        """The feature-visualization slots: the given images, and the optimizer's (with its objectives)."""
+        objective = None
+        if optimizer is not None:
+            if not isinstance(self.layer, str) or not self.layer:
+                raise ValueError("featviz_optimizer: needs the layer of the activations (layer=...) to build each"
+                                 " atom's objective")  # fmt: skip
+            layer = self.layer
+
+            def objective(atom: int) -> Any:
+                from workbench.featviz import objectives
+
+                return objectives.direction(layer, self.D[atom], cosine=True, name=f"atom {atom}")
+
+        return FeatureVizSlots(self.n_atoms, featviz, optimizer, objective, "atom", "dictionary")
+
+    @property
+    def featviz(self) -> dict[int, torch.Tensor]:
+        """``{atom: image (3, H, W)}``: the feature visualizations shown (given, or computed by the
+        ``featviz_optimizer``); assign a dict to replace the given ones."""
+        return self._featviz.images()
+
+    @featviz.setter
+    def featviz(self, value: Mapping[int, Any] | None) -> None:
+        self._featviz.given = self._featviz.check_given(value)
+        self._render()
+
+    def _featviz_html(self, atom: int, size: int) -> str:
+        image = self._featviz.get(atom)
+        if image is None:
+            return (f'<div class="wb-fv-slot wb-fv-empty" data-featviz="empty" style="width:{size}px;height:{size}px">'
+                    "feature viz: not computed</div>")  # fmt: skip
+        return (f'<div class="wb-fv-slot" data-featviz="filled"><img src="{png_data_uri(image, size=size)}"'
+                f' alt="feature visualization of atom {atom}" width="{size}"></div>')  # fmt: skip
 
     # ------------------------------------------------------------------ per-atom queries
     def _check_atom(self, atom: Any) -> int | None:
@@ -350,6 +405,8 @@ class AtomBrowser(PagedViewer):
 
     def _card(self, atom: int) -> str:
         s = self.stats
+        fv = self._featviz.enabled
+        size = _CARD_PAIR if fv else 64
         top = self.top_images(atom, 1)
         if top and self.images is not None:
             image = top[0][0]
@@ -357,12 +414,16 @@ class AtomBrowser(PagedViewer):
             if amap is not None:
                 token = int(self.image_codes(image)[self.rows.skip :, atom].argmax())
                 box = crop_box(token, self.rows.grid, tuple(self.images.shape[-2:]), self.crop)
-                src = crop_tile(self.images[image], box, 64)
+                src = crop_tile(self.images[image], box, size)
             else:
-                src = heat_tile(self.images[image], None, 0, 1, 64)
-            thumb = f'<img src="{src}" alt="atom {atom} top crop" width="64">'
+                src = heat_tile(self.images[image], None, 0, 1, size)
+            thumb = f'<img src="{src}" alt="atom {atom} top crop" width="{size}">'
         else:
-            thumb = '<div class="wb-dead">dead</div>' if not top else ""
+            thumb = (
+                f'<div class="wb-dead" style="width:{size}px;height:{size}px">dead</div>' if not top else ""
+            )
+        if fv:
+            thumb = f'<div class="wb-pair">{thumb}{self._featviz_html(atom, size)}</div>'
         sel = atom == self.selected
         return (
             f'<div class="wb-card{" wb-selected" if sel else ""}" data-action="atom" data-value="{atom}"'
@@ -481,9 +542,14 @@ class AtomBrowser(PagedViewer):
                 f'{self._chips(self.cofiring_atoms(atom), "cofiring")}</div>']  # fmt: skip
         parts.append(f'<div class="wb-cols">{"".join(cols)}</div>')
         parts.append(self._candidates_html(atom))
+        if self._featviz.enabled:
+            parts.append('<div class="wb-section">Feature visualization<span class="wb-hint">MACO image of'
+                         f" direction(layer, D[{atom}], cosine)</span></div>{self._featviz_html(atom, _DETAIL_FV)}")  # fmt: skip
         return f'<div class="wb-sae wb-atom-detail" data-atom="{atom}">{"".join(parts)}</div>'
 
     def _render(self, *_events: Any) -> None:
+        # one optimizer call for the page's (and the selected atom's) missing visualizations, if any
+        self._featviz.fill(self.page_atoms + ([] if self.selected is None else [self.selected]))
         self._grid.object = self._grid_html()
         self._detail.object = self._detail_html()
         self._info.object = f'<div class="wb-pageinfo">page {self.page + 1} / {self.n_pages}</div>'

@@ -10,7 +10,8 @@ asks a fitted ``Craft`` for these through its public methods.
 Per concept (sorted by importance, a page at a time) it shows: an importance bar; the crops with the
 largest code, each with the concept's map over it (one opacity slider for every map); the images where
 the concept matters most (by the per-image importance), each with the concept's map; and a slot for
-the concept's feature visualization ("not computed yet" until one is given). Beside the cards: the
+the concept's feature visualization (MACO, Fel et al., NeurIPS 2023: "not computed yet" until one is given,
+or computed through a given optimizer callable, a page of concepts per call, each once). Beside the cards: the
 recursion tree (each node with its layer and importance; a click selects the concept, or the
 sub-concept and its crops) and the selected image, with its map for every concept next to the maps an
 :class:`~workbench.widgets.AttributionViewer` shows for the same image (when one is linked, selecting
@@ -36,8 +37,9 @@ import torch
 from workbench._core.validation import check_images, check_int
 from workbench.widgets.atom_browser import CSS as _ATOM_CSS
 from workbench.widgets.attribution_viewer import AttributionViewer
-from workbench.widgets.checks import as_tensor, check_atom, check_index, check_names, check_values
+from workbench.widgets.checks import check_atom, check_index, check_names, check_values
 from workbench.widgets.colormaps import map_range
+from workbench.widgets.featviz_slots import FeatureVizSlots
 from workbench.widgets.html import ActionHTML, LiveHTML, asset, ensure_extension, fmt, widget_kwargs
 from workbench.widgets.images import heat_tile, png_data_uri
 from workbench.widgets.paging import paging_controls
@@ -131,14 +133,6 @@ def tree_nodes(tree: Any, n_concepts: int, n_crops: int) -> list[TreeNode]:
     return out
 
 
-def _image(x: Any, name: str) -> torch.Tensor:
-    """One image (3, H, W) (or (1, 3, H, W)) in [0, 1] as a CPU tensor."""
-    t = as_tensor(x, name, "(3, H, W)")
-    if t.ndim == 3:
-        t = t[None]
-    return check_images(t, name=name, channels=3)[0].detach().float().cpu()
-
-
 class ConceptGallery(PagedViewer):
     """The concepts of one class, sorted by importance: crops, maps, images, recursion tree, feature viz.
 
@@ -172,6 +166,15 @@ class ConceptGallery(PagedViewer):
     featviz
         ``{concept: image (3, H, W) in [0, 1]}``: feature visualizations; a concept without one shows an
         empty slot ("feature visualization: not computed yet"). See also :attr:`featviz`.
+    featviz_optimizer
+        Computes the missing feature visualizations when their page is shown: called once per page with the
+        list of objectives ``direction(concept_layer, concept_vectors[c])`` of the page's concepts that have
+        no image yet, it returns a ``FeatureViz`` with one image per objective (e.g.
+        ``functools.partial(workbench.featviz.visualize, model, steps=128, progress=False)``: MACO by
+        default, the concepts optimized together in one batch). Each image is computed once.
+    concept_vectors, concept_layer
+        (r, C) the concepts' directions in the activations of ``concept_layer`` (CRAFT's ``W``); needed with
+        ``featviz_optimizer`` (:meth:`from_craft` passes the Craft's).
     attribution_viewer
         An :class:`~workbench.widgets.AttributionViewer` of the same images: selecting an image here
         selects it there (and back), and its maps of the selected image are shown next to the concept maps.
@@ -229,6 +232,9 @@ class ConceptGallery(PagedViewer):
         concept_names: Sequence[str] | None = None,
         class_name: str | None = None,
         featviz: Mapping[int, Any] | None = None,
+        featviz_optimizer: Callable[..., Any] | None = None,
+        concept_vectors: Any = None,
+        concept_layer: str | None = None,
         attribution_viewer: AttributionViewer | None = None,
         top_k: int = 8,
         page_size: int = 4,
@@ -271,7 +277,7 @@ class ConceptGallery(PagedViewer):
         self.class_name = None if class_name is None else str(class_name)
         self.title = str(title) if title is not None else "Concepts" + (f" of {self.class_name}" if self.class_name else "")  # fmt: skip
         self.nodes = tree_nodes(tree, r, m)
-        self._featviz = self._check_featviz(featviz)
+        self._featviz = self._featviz_slots(featviz, featviz_optimizer, concept_vectors, concept_layer)
         if attribution_viewer is not None:
             if not isinstance(attribution_viewer, AttributionViewer):
                 raise ValueError(f"attribution_viewer: expected an AttributionViewer, got {type(attribution_viewer).__name__}")  # fmt: skip
@@ -316,7 +322,8 @@ class ConceptGallery(PagedViewer):
         ``concept_maps(x, method="codes")`` on the images and on the crops, and ``tree()``. Any of the
         gallery's arguments given in ``kw`` (``importances``, ``image_importances``, ``image_maps``,
         ``crop_maps``, ``tree``, ...) is used as given instead of asking the Craft (e.g.
-        ``crop_maps=None`` skips the crops' maps, one forward pass per crop).
+        ``crop_maps=None`` skips the crops' maps, one forward pass per crop). With a ``featviz_optimizer``,
+        the concepts' feature visualizations are directions of the Craft's ``concepts`` in its ``layer``.
         """
         lazy: dict[str, Callable[[], Any]] = {
             "importances": lambda: craft.importance(images, craft.class_id),
@@ -329,31 +336,43 @@ class ConceptGallery(PagedViewer):
             if key not in kw:
                 kw[key] = make()
         kw.setdefault("class_name", f"class {craft.class_id}")
+        if kw.get("featviz_optimizer") is not None:
+            kw.setdefault("concept_vectors", craft.concepts)
+            kw.setdefault("concept_layer", craft.layer)
         return cls(crops=craft.crops, crop_codes=craft.crop_codes, images=images,
                    attribution_viewer=attribution_viewer, **kw)  # fmt: skip
 
     # ------------------------------------------------------------------ state and queries
-    def _check_featviz(self, featviz: Mapping[int, Any] | None) -> dict[int, torch.Tensor]:
-        if featviz is None:
-            return {}
-        if not isinstance(featviz, Mapping):
-            raise ValueError(
-                f"featviz: expected a dict {{concept: image (3, H, W)}}, got {type(featviz).__name__}"
-            )
-        out = {}
-        for c, image in featviz.items():
-            c = check_atom(c, self.n_concepts, "concept", "gallery")
-            out[c] = _image(image, f"featviz[{c}]")
-        return out
+    def _featviz_slots(
+        self, featviz: Mapping[int, Any] | None, optimizer: Any, vectors: Any, layer: str | None
+    ) -> FeatureVizSlots:
+        """The feature-visualization slots: the given images, and the optimizer's (with its objectives)."""
+        objective = None
+        self.concept_vectors, self.concept_layer = None, layer
+        if optimizer is not None:
+            if vectors is None or not isinstance(layer, str) or not layer:
+                raise ValueError("featviz_optimizer: needs concept_vectors (r, C) and concept_layer (a module"
+                                 " name) to build each concept's objective")  # fmt: skip
+            r = self.n_concepts
+            self.concept_vectors = check_values(vectors, "concept_vectors", (r, None), f"one direction per concept: {r} concepts")  # fmt: skip
+
+            def objective(c: int) -> Any:
+                from workbench.featviz import objectives
+
+                name = f"concept {c} ({self.concept_names[c]})"
+                return objectives.direction(layer, self.concept_vectors[c], name=name)
+
+        return FeatureVizSlots(self.n_concepts, featviz, optimizer, objective, "concept", "gallery")
 
     @property
     def featviz(self) -> dict[int, torch.Tensor]:
-        """``{concept: image (3, H, W)}``: the feature visualizations shown; assign a dict to replace them."""
-        return dict(self._featviz)
+        """``{concept: image (3, H, W)}``: the feature visualizations shown (given, or computed by the
+        ``featviz_optimizer``); assign a dict to replace the given ones."""
+        return self._featviz.images()
 
     @featviz.setter
     def featviz(self, value: Mapping[int, Any] | None) -> None:
-        self._featviz = self._check_featviz(value)
+        self._featviz.given = self._featviz.check_given(value)
         self._render_cards()
 
     @property
@@ -517,6 +536,7 @@ class ConceptGallery(PagedViewer):
     def _render_cards(self, *_events: Any) -> None:
         top = float(self.importances.abs().max())
         concepts = self.page_concepts
+        self._featviz.fill(concepts)  # one optimizer call for the page's missing visualizations, if any
         cards = "".join(self._card(c, top) for c in concepts)
         self._cards.object = (
             f'<div class="wb-sae wb-cg-cards" data-page="{self.page}" data-concepts="{",".join(map(str, concepts))}"'

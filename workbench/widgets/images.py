@@ -289,3 +289,36 @@ def crop_box(
     y0 = int(min(max(0, round(cy - sh / 2)), h - sh))
     x0 = int(min(max(0, round(cx - sw / 2)), w - sw))
     return y0, x0, y0 + sh, x0 + sw
+
+
+#: How a feature visualization's transparency map can be shown (see :func:`transparency_overlay`).
+TRANSPARENCY_MODES = ("none", "alpha", "heat")
+
+
+def transparency_overlay(
+    image: torch.Tensor | np.ndarray, transparency: torch.Tensor | np.ndarray | None, mode: str = "alpha",
+    opacity: float = 0.6,
+) -> np.ndarray:  # fmt: skip
+    """A feature visualization with its transparency map (MACO, Fel et al., NeurIPS 2023): uint8 pixels.
+
+    ``image`` is (3, H, W) in [0, 1]; ``transparency`` (1, H, W) or (H, W) >= 0, the accumulated
+    |gradient| of the objective (where the optimization kept acting). ``mode`` is one of
+    :data:`TRANSPARENCY_MODES`: ``"none"`` gives the image (H, W, 3); ``"alpha"`` the image with the map
+    as its alpha channel (H, W, 4), scaled to [0, 1] over the map's robust range
+    (:func:`~workbench.widgets.colormaps.map_range`, 99.5th percentile) as the paper shows it;
+    ``"heat"`` the map drawn over the image (H, W, 3) in :data:`ATOM_CMAP`, faded where it is low.
+    """
+    if mode not in TRANSPARENCY_MODES:
+        raise ValueError(f"overlay: expected one of {TRANSPARENCY_MODES}, got {mode!r}")
+    if mode == "none" or transparency is None:
+        return to_rgb_uint8(image)
+    t = transparency.detach().float().cpu().numpy() if isinstance(transparency, torch.Tensor) else np.asarray(transparency, np.float32)  # fmt: skip
+    t = t[0] if t.ndim == 3 and t.shape[0] == 1 else t
+    if t.shape != tuple(image.shape[-2:]):
+        raise ValueError(
+            f"transparency: expected shape (1, {image.shape[-2]}, {image.shape[-1]}), got {t.shape}"
+        )
+    vmin, vmax = map_range(t, signed=False)
+    if mode == "alpha":
+        return to_rgba(image, map_strength(t, vmin, vmax))
+    return map_overlay(image, t, cmap=ATOM_CMAP, opacity=opacity, vmin=vmin, vmax=vmax, fade=True)
