@@ -160,6 +160,7 @@ class ImageParameterization(nn.Module):
     """
 
     default_lr: float = 0.05
+    default_lr_schedule: str = "constant"  # see workbench.featviz.visualization.scheduled_lr
 
     def __init__(self, k: int, size: int, color: torch.Tensor | None = None, valid_range: str = "sigmoid"):
         super().__init__()
@@ -231,6 +232,7 @@ class MacoImage(ImageParameterization):
     """
 
     default_lr = 1.0  # NAdam at lr 1.0 on the phase: the reference's setting
+    default_lr_schedule = "cosine"  # decayed to nearly 0 at the end: a constant 1.0 never settles
 
     def __init__(
         self, k: int, size: int, magnitude: torch.Tensor, generator: torch.Generator | None = None, **kwargs
