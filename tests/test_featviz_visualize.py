@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from featviz_tiny import tiny_cnn
 
 from workbench.featviz import FeatureViz, visualize
 from workbench.featviz import objectives as obj
@@ -22,19 +22,6 @@ from workbench.models.model import Model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = {"steps": 6, "n_crops": 2, "progress": False}
-
-
-def tiny_cnn(seed: int = 0) -> Model:
-    torch.manual_seed(seed)
-    net = nn.Sequential()
-    net.add_module("conv1", nn.Conv2d(3, 8, 3, padding=1))
-    net.add_module("act1", nn.ReLU())
-    net.add_module("conv2", nn.Conv2d(8, 8, 3, stride=2, padding=1))
-    net.add_module("act2", nn.Tanh())
-    net.add_module("pool", nn.AdaptiveAvgPool2d(1))
-    net.add_module("flat", nn.Flatten())
-    net.add_module("fc", nn.Linear(8, 4))
-    return Model(net, mean=(0.5,) * 3, std=(0.25,) * 3, input_size=(3, 32, 32))
 
 
 @pytest.fixture(scope="module")
