@@ -8,7 +8,16 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # hub weights are never fetched by tests
-torch.set_num_threads(min(2, torch.get_num_threads()))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist (`make test` runs `-n 2`), each worker owns one core: one intra-op thread here and
+    # in what it starts (notebook kernels, servers, torchrun children inherit the environment). Two
+    # processes of one thread beat one of two on this suite's small batches, and the waits of one worker
+    # (a kernel starting, a browser rendering) overlap the other's compute.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="module")
