@@ -18,6 +18,7 @@ display ``Explorer(...)``.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from workbench.widgets.metrics_board import MetricsBoard
 from workbench.widgets.viewer import LayoutViewer
 
 _N_ATOMS_SHOWN, _N_FEATVIZ = 6, 3
+_LOG = logging.getLogger(__name__)
 
 
 class Explorer(LayoutViewer):
@@ -113,6 +115,7 @@ class Explorer(LayoutViewer):
         self._pending, self._pending_lock = 0, threading.Lock()
         self._status_due = False
         self.error: str | None = None  # the last error a view showed
+        self._attached = True  # False once the browser tab of a served Explorer is closed
         self._doc = pn.state.curdoc if pn.state.curdoc is not None and pn.state.curdoc.session_context else None
         super().__init__()
         self.param.selected.bounds = (0, session.n - 1)
@@ -123,7 +126,7 @@ class Explorer(LayoutViewer):
         if self._doc is not None:  # a closed browser tab stops listening to the shared session
             pn.state.on_session_destroyed(lambda _ctx: self._detach())
         self._on_selected()
-        self._request(session.dictionary(), self._show_dictionary, None)
+        self._request(session.dictionary(), self._show_dictionary, None, "atoms")
 
     @classmethod
     def from_planted(cls, model: Any, n: int = 16, seed: int = 0, rule: str | None = None, **kw: Any) -> Explorer:
@@ -179,10 +182,13 @@ class Explorer(LayoutViewer):
     # ------------------------------------------------------------------ threading
     def _dispatch(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` where it may touch the page: the served document's next tick, or here (a notebook)."""
-        if self._doc is not None:
-            self._doc.add_next_tick_callback(fn)
-        else:
+        if self._doc is None:
             fn()
+        elif self._attached:  # a closed tab's document takes no more callbacks
+            try:
+                self._doc.add_next_tick_callback(fn)
+            except Exception:  # noqa: BLE001 - the session closed between the check and the call
+                self._detach()
 
     def _request(self, future: Future, show: Callable[[Any, int | None], None], index: int | None, kind: str = "") -> None:
         """Call ``show(result, index)`` on the page once ``future`` is done (an error message instead)."""
@@ -197,6 +203,9 @@ class Explorer(LayoutViewer):
                         show(f.result(), index)
                     else:
                         self._show_error(kind, index, f"{type(err).__name__}: {err}")
+                except Exception as bug:  # a view that fails to draw says so instead of staying "computing"
+                    _LOG.exception("Explorer: the %s view failed", kind or "a")
+                    self._show_error(kind, index, f"{type(bug).__name__}: {bug}")
                 finally:
                     with self._pending_lock:
                         self._pending -= 1
@@ -219,6 +228,7 @@ class Explorer(LayoutViewer):
         self._dispatch(render)
 
     def _detach(self) -> None:
+        self._attached = False
         if self._on_progress in self.session._listeners:
             self.session._listeners.remove(self._on_progress)
 
@@ -227,7 +237,7 @@ class Explorer(LayoutViewer):
         s = self.session
         self.grid = DatasetViewer(
             s.images, labels=s.labels, predictions=s.predictions, class_names=s.class_names, masks=s.masks,
-            concepts=concepts, concept_names=concept_names, confidences=s.confidences, names=s.names, columns=4,
+            concepts=concepts, concept_names=concept_names, confidences=s.confidences, names=s.names, columns=8,
             thumb_size=64, max_items=16, detail_size=128, title="Images",
         )  # fmt: skip
         self.grid.param.watch(lambda e: setattr(self, "selected", int(e.new)), ["selected"])
@@ -255,10 +265,10 @@ class Explorer(LayoutViewer):
                                sizing_mode="stretch_width")  # fmt: skip
             return pn.Column(heading, *body, margin=(0, 5), css_classes=[f"wb-ex-{kind}-section"], **kw)
 
-        images = section("Images", "click one; the filters below narrow the grid", "images", self.grid, width=520)
+        images = section("Images", "click one; a concept or an atom picked below filters them", "images", self.grid,
+                         sizing_mode="stretch_width")  # fmt: skip
         where = section("Where does it look? Is it right?", "attribution maps of the selected image, their deletion /"
-                        " insertion curves and MuFidelity", "where", self._where, sizing_mode="stretch_width",
-                        styles={"flex": "1 1 640px", "min-width": "560px"})  # fmt: skip
+                        " insertion curves and MuFidelity", "where", self._where, sizing_mode="stretch_width")  # fmt: skip
         what = section("What does it see?", "CRAFT concepts of the predicted class; click a concept to filter the images",
                        "what", self._what, sizing_mode="stretch_width")  # fmt: skip
         atoms = section("Which atoms fire?", "a sparse dictionary of the layer; click an atom to filter the images",
@@ -266,9 +276,7 @@ class Explorer(LayoutViewer):
         looks = section("What do they look like?", "feature visualizations (MACO)", "featviz", self._featviz,
                         sizing_mode="stretch_width")  # fmt: skip
         self._layout = pn.Column(
-            head, self._status, self._banner,
-            pn.FlexBox(images, where, flex_wrap="wrap", align_items="flex-start", margin=0),
-            what, looks, atoms,
+            head, self._status, self._banner, images, where, what, looks, atoms,
             sizing_mode="stretch_width", css_classes=["wb-explorer"],
         )  # fmt: skip
 
@@ -306,6 +314,8 @@ class Explorer(LayoutViewer):
             self._where.objects = [pane]
         elif kind == "what":
             self._what.objects = [pane]
+        elif kind == "featviz":
+            self._featviz.object = pane.object
         else:
             self._atoms.object = pane.object
 
