@@ -219,7 +219,9 @@ def test_the_caller_is_never_blocked_by_a_running_job(session):
         assert session.dictionary().done()  # a cached result is answered while the worker is busy
         assert len(session.images_where_atom(trained, 0)) <= 2
         fut = session.attribution(5, "gradient_input")
-        assert not fut.done() and any(t.task == "hold" and t.state == "running" for t in session.tasks.values())
+        assert not fut.done() and any(
+            t.task == "hold" and t.state == "running" for t in session.tasks.values()
+        )
     finally:
         gate.set()
     fut.result(60)

@@ -50,7 +50,9 @@ def test_every_view_follows_the_selected_image(explorer):
     assert set(av.method_names) == set(s.methods) and set(av.curves) == set(s.methods)
     scores = s.fidelities(j).result()
     assert isinstance(ex.metrics_board, MetricsBoard)
-    assert ex.metrics_board.stats["saliency"]["insertion AUC"].mean == pytest.approx(scores["saliency"].scores()["insertion AUC"])
+    assert ex.metrics_board.stats["saliency"]["insertion AUC"].mean == pytest.approx(
+        scores["saliency"].scores()["insertion AUC"]
+    )
     c = int(s.predictions[j])
     assert isinstance(ex.gallery, ConceptGallery) and ex.gallery.class_name == s.class_names[c]
     assert ex.gallery.selected_image == j
@@ -69,7 +71,10 @@ def test_a_concept_filters_the_grid(explorer):
     expected = s.images_where_concept(ex._concepts[c], k).tolist()
     assert ex.filter == {"kind": "concept", "class_id": c, "item": k}
     assert ex.grid.subset == expected and ex.grid.filtered_indices.tolist() == expected
-    assert f"{s.class_names[c]} concept {k}" in ex._banner.object and f"{len(expected)} of {s.n}" in ex._banner.object
+    assert (
+        f"{s.class_names[c]} concept {k}" in ex._banner.object
+        and f"{len(expected)} of {s.n}" in ex._banner.object
+    )
     ex._banner._handle_msg({"action": "clear", "value": "1"})  # the "show all images" button
     assert ex.filter is None and ex.grid.subset is None and len(ex.grid.filtered_indices) == s.n
 
@@ -91,7 +96,9 @@ def test_an_atom_filters_the_grid_and_selects_it_in_the_browser(explorer):
 def test_the_page_answers_while_the_worker_is_busy(explorer):
     ex, s = explorer, explorer.session
     cached = ex.selected
-    fresh = ExploreSession(s.model, s.images, labels=s.labels, methods={"held": lambda m, x, y: held(m, x, y)}, **BUDGETS)
+    fresh = ExploreSession(
+        s.model, s.images, labels=s.labels, methods={"held": lambda m, x, y: held(m, x, y)}, **BUDGETS
+    )
     gate, started = threading.Event(), threading.Event()
 
     def held(model, x, y):
@@ -108,14 +115,18 @@ def test_the_page_answers_while_the_worker_is_busy(explorer):
         ex2.grid.next_page()
         ex2.select(3)
         assert ex2.selected == 3 and ex2.gallery is None
-        assert 'data-view="where" data-image="3"' in ex2._where.objects[0].object  # "computing the maps of image #3"
+        assert (
+            'data-view="where" data-image="3"' in ex2._where.objects[0].object
+        )  # "computing the maps of image #3"
         assert 'data-busy="1"' in ex2._status.object and "held map of image 0" in ex2._status.object
         # a result cached in the other session is shown while this worker is still busy
         assert ex.session.attributions(cached).done()
     finally:
         gate.set()
     ex2.wait()
-    assert torch.equal(ex2.attribution_viewer.images[0], s.images[3]) and 'data-busy="0"' in ex2._status.object
+    assert (
+        torch.equal(ex2.attribution_viewer.images[0], s.images[3]) and 'data-busy="0"' in ex2._status.object
+    )
     fresh.close()
 
 

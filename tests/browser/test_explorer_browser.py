@@ -55,11 +55,13 @@ def _views_show(page, i: int, class_name: str, timeout: int = 120_000) -> None:
     _wait(page, f'.wb-dataset-viewer .wb-detail-info[data-index="{i}"]', timeout)
     where = page.locator(".wb-ex-where")
     where.get_by_text(f"Attribution maps of image #{i} for its prediction").wait_for(timeout=timeout)
-    _wait(page, f'.wb-ex-where .wb-detail-info[data-methods="saliency,gradient_input"]', timeout)
+    _wait(page, '.wb-ex-where .wb-detail-info[data-methods="saliency,gradient_input"]', timeout)
     board = _wait(page, ".wb-ex-where .wb-metrics-board table", timeout)
     assert "deletion AUC" in board.inner_text() and "MuFidelity" in board.inner_text()
     _wait(page, f'.wb-cg-detail[data-image="{i}"]', timeout)
-    page.locator(".wb-concept-gallery").get_by_text(f"Concepts of {class_name}").first.wait_for(timeout=timeout)
+    page.locator(".wb-concept-gallery").get_by_text(f"Concepts of {class_name}").first.wait_for(
+        timeout=timeout
+    )
     atoms = _wait(page, f'.wb-ex-atoms[data-image="{i}"]', timeout)
     assert atoms.get_attribute("data-atoms"), "the atoms that fire on the image are listed"
     strip = _wait(page, f'.wb-ex-featviz[data-image="{i}"][data-filled="6"]', timeout)

@@ -66,7 +66,9 @@ class BackgroundWorker:
         "queued") whenever a job is queued, starts, reports progress, ends or is found cancelled.
     """
 
-    def __init__(self, name: str = "workbench-worker", on_progress: Callable[[JobProgress], None] | None = None):
+    def __init__(
+        self, name: str = "workbench-worker", on_progress: Callable[[JobProgress], None] | None = None
+    ):
         self._queue: queue.PriorityQueue[_Job] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._on_progress = on_progress
@@ -80,7 +82,11 @@ class BackgroundWorker:
         atexit.register(lambda: (w := ref()) is not None and w.close(wait=True))
 
     def submit(
-        self, fn: Callable[[Callable[[int, int], None]], Any], task: str, priority: int = 0, future: Future | None = None
+        self,
+        fn: Callable[[Callable[[int, int], None]], Any],
+        task: str,
+        priority: int = 0,
+        future: Future | None = None,
     ) -> Future:
         """Queue ``fn(report)``; ``report(done, total)`` tells listeners how far it is. Returns the Future of
         its result (``future``, when given: a Future created earlier, e.g. held in a cache)."""

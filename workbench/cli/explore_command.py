@@ -1,33 +1,18 @@
 """``workbench explore MODEL [--images DIR | --planted N]``: serve the Explorer app on 127.0.0.1.
 
-The app (:class:`workbench.widgets.Explorer`) is served by Panel (Bokeh's Tornado server) on a free local
-port. Unless ``--no-token``, the printed URL carries a random token (``?token=...``): a request without it
-(or the cookie the first authorized request sets, which the page's websocket sends back) is refused with
-403, through Bokeh's authentication hooks (:class:`TokenAuth`). Every browser tab gets its own Explorer;
-all share one :class:`~workbench.explain.session.ExploreSession`, so each result is computed once.
+The app (:class:`workbench.widgets.Explorer`) is served by :func:`workbench.widgets.explorer_server.serve_explorer`
+on a free local port. Unless ``--no-token``, the printed URL carries a random token (``?token=...``): a request
+without it (or the cookie the first authorized request sets) is refused with 403. Every browser tab gets its own
+Explorer; all share one :class:`~workbench.explain.session.ExploreSession`, so each result is computed once.
 """
 
 from __future__ import annotations
 
 import argparse
-import hmac
-import secrets
-import socket
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
-
-APP = "explorer"
-COOKIE = "workbench_explore_token"
-REFUSED = "/token-required"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_folder(folder: str | Path, size: int) -> tuple[Any, list[str]]:
@@ -53,44 +38,10 @@ def load_folder(folder: str | Path, size: int) -> tuple[Any, list[str]]:
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s): {', '.join(bad)}", stacklevel=2)
     if not images:
-        raise ValueError(f"--images: no readable image in {str(root)!r} (extensions {', '.join(IMAGE_EXTENSIONS)})")
+        raise ValueError(
+            f"--images: no readable image in {str(root)!r} (extensions {', '.join(IMAGE_EXTENSIONS)})"
+        )
     return torch.stack(images), names
-
-
-def token_auth(token: str) -> Any:
-    """A Bokeh ``AuthProvider`` that admits a request carrying ``?token=<token>`` (and sets a cookie with it, for
-    the page's websocket and later requests) or that cookie; any other request is sent to a 403 page."""
-    from bokeh.server.auth_provider import AuthProvider
-    from tornado.web import RequestHandler
-
-    def valid(value: str | None) -> bool:
-        return value is not None and hmac.compare_digest(value.encode(), token.encode())
-
-    def get_user(handler: Any) -> str | None:
-        if valid(handler.get_argument("token", None)):
-            handler.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
-            return "explorer"
-        return "explorer" if valid(handler.get_cookie(COOKIE)) else None
-
-    class Refused(RequestHandler):
-        def get(self) -> None:
-            self.set_status(403)
-            self.write("403: this Explorer needs the token of the URL that `workbench explore` printed\n")
-
-    class TokenAuth(AuthProvider):
-        @property
-        def get_user(self):
-            return get_user
-
-        @property
-        def login_url(self) -> str:
-            return REFUSED
-
-        @property
-        def login_handler(self):
-            return Refused
-
-    return TokenAuth()
 
 
 def add_parser(sub: Any) -> None:
@@ -101,10 +52,16 @@ def add_parser(sub: Any) -> None:
     src.add_argument("--images", metavar="DIR", help="a folder of images (searched recursively)")
     src.add_argument("--planted", type=int, metavar="N", help="N PlantedShapes images (default 16)")
     p.add_argument("--rule", default=None, help="PlantedShapes rule (default: the zoo model's)")
-    p.add_argument("--methods", default="saliency,gradient_input", help="attribution methods, comma-separated")
-    p.add_argument("--layer", default=None, help="layer of the concepts and atoms (default: the last spatial one)")
+    p.add_argument(
+        "--methods", default="saliency,gradient_input", help="attribution methods, comma-separated"
+    )
+    p.add_argument(
+        "--layer", default=None, help="layer of the concepts and atoms (default: the last spatial one)"
+    )
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    p.add_argument("--no-token", action="store_true", help="serve without a token (any local process may connect)")
+    p.add_argument(
+        "--no-token", action="store_true", help="serve without a token (any local process may connect)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -121,7 +78,9 @@ def build_session(args: Any) -> tuple[Any, dict[str, Any]]:
     extra: dict[str, Any] = {}
     if args.images:
         images, names = load_folder(args.images, size)
-        session = ExploreSession(model, images, names=names, methods=methods, layer=args.layer, seed=args.seed)
+        session = ExploreSession(
+            model, images, names=names, methods=methods, layer=args.layer, seed=args.seed
+        )
     else:
         rule = args.rule or (getattr(model, "card", None) or {}).get("data", {}).get("rule", "shape")
         data = planted_shapes(args.planted or 16, size=size, seed=args.seed, rule=rule)
@@ -140,28 +99,15 @@ def run(args: Any) -> int:
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
         print(f"workbench explore: {err}", file=sys.stderr)
         return 2
-    import panel as pn
+    from workbench.widgets.explorer_server import serve_explorer
 
-    from workbench.widgets import Explorer
+    def ready(url: str) -> None:
+        print(f"Explorer of {args.model} on {session.n} images: {url}", flush=True)
 
-    port = args.port or free_port()
-    token = None if args.no_token else secrets.token_urlsafe(24)
-    title = f"Explorer \u00b7 {args.model}"
-
-    def app() -> Any:
-        return Explorer(session, title=title, **extra).panel()
-
-    options = {} if token is None else {"auth_provider": token_auth(token)}
-    server = pn.serve({APP: app}, port=port, address="127.0.0.1", show=False, start=False, title=title,
-                      websocket_origin=[f"127.0.0.1:{port}", f"localhost:{port}"], **options)  # fmt: skip
     session.dictionary()  # start training the dictionary before the first page asks for it
-    url = f"http://127.0.0.1:{port}/{APP}" + ("" if token is None else f"?token={token}")
-    print(f"Explorer of {args.model} on {session.n} images: {url}", flush=True)
-    server.start()
     try:
-        server.io_loop.start()
-    except KeyboardInterrupt:
-        pass
+        serve_explorer(session, port=args.port, token=not args.no_token, title=f"Explorer \u00b7 {args.model}",
+                       on_ready=ready, **extra)  # fmt: skip
     finally:
         session.close()
     return 0

@@ -200,14 +200,18 @@ class ExploreSession:
 
         self.model = load_model(model) if isinstance(model, str) else model
         if not isinstance(self.model, Model):
-            raise ValueError(f"model: expected a workbench Model or a load_model spec, got {type(model).__name__}")
+            raise ValueError(
+                f"model: expected a workbench Model or a load_model spec, got {type(model).__name__}"
+            )
         self.images = check_images(images, name="images").detach().float().cpu()
         self.n = len(self.images)
         if self.n < 1:
             raise ValueError("images: expected at least one image, got none")
         want = tuple(self.model.input_size)
         if tuple(self.images.shape[1:]) != want:
-            raise ValueError(f"images: expected the model's input size {want}, got {tuple(self.images.shape[1:])}")
+            raise ValueError(
+                f"images: expected the model's input size {want}, got {tuple(self.images.shape[1:])}"
+            )
         for value, name in ((n_concepts, "n_concepts"), (n_atoms, "n_atoms"), (sae_k, "sae_k"), (sae_steps, "sae_steps"),
                             (featviz_steps, "featviz_steps"), (batch_size, "batch_size"), (concept_designs, "concept_designs")):  # fmt: skip
             check_int(value, name)
@@ -220,9 +224,13 @@ class ExploreSession:
                                 for sl in iter_batches(self.n, batch_size)])  # fmt: skip
         self.probabilities = logits.softmax(1)
         self.confidences, self.predictions = self.probabilities.max(1)
-        self.class_names = [str(c) for c in (class_names or getattr(self.model, "labels", None) or range(logits.shape[1]))]
+        self.class_names = [
+            str(c) for c in (class_names or getattr(self.model, "labels", None) or range(logits.shape[1]))
+        ]
         if isinstance(methods, str) or not isinstance(methods, Sequence | Mapping):
-            raise ValueError(f"methods: expected method names or {{label: name or function}}, got {methods!r}")
+            raise ValueError(
+                f"methods: expected method names or {{label: name or function}}, got {methods!r}"
+            )
         methods = dict(methods) if isinstance(methods, Mapping) else {m: m for m in methods}
         params = dict(method_params or {})
         unknown = sorted(set(params) - set(methods))
@@ -267,6 +275,16 @@ class ExploreSession:
         worker thread: a display must hand the update to its own thread)."""
         self._listeners.append(callback)
 
+    def off_progress(self, callback: Callable[[JobProgress], None]) -> None:
+        """Stop calling ``callback`` (a closed page's display)."""
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def pending_tasks(self) -> list[JobProgress]:
+        """The jobs queued or running now (a copy), for progress displays."""
+        with self._lock:
+            return list(self.tasks.values())
+
     def _on_progress(self, progress: JobProgress) -> None:
         with self._lock:
             if progress.state in ("queued", "running"):
@@ -279,7 +297,12 @@ class ExploreSession:
     def cache_info(self) -> dict[str, Any]:
         """``{"hits", "misses", "entries", "calls"}``: requests answered from the cache (finished or still
         running), requests that queued a computation, cached results, computations run by kind."""
-        return {"hits": self.hits, "misses": self.misses, "entries": len(self._cache), "calls": dict(self.calls)}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "entries": len(self._cache),
+            "calls": dict(self.calls),
+        }
 
     def idle(self, timeout: float | None = None) -> None:
         """Wait until every job queued so far has run (a no-op job queued last)."""
@@ -356,7 +379,10 @@ class ExploreSession:
             amap = self._need(self.attribution(i, m, _count=False))[None]
             x, y = self.images[i : i + 1], self.predictions[i : i + 1]
             common = {"steps": p["steps"], "baseline": p["baseline"], "batch_size": self.batch_size}
-            dele, ins = deletion(self.model, x, y, amap, **common), insertion(self.model, x, y, amap, **common)
+            dele, ins = (
+                deletion(self.model, x, y, amap, **common),
+                insertion(self.model, x, y, amap, **common),
+            )
             report(1, 2)
             mu = mufidelity(self.model, x, y, amap, grid_size=p["grid_size"], n_samples=p["n_samples"],
                             baseline=p["baseline"], batch_size=self.batch_size, seed=self.seed)  # fmt: skip
@@ -391,7 +417,9 @@ class ExploreSession:
             craft = Craft(self.model, self.layer, n_concepts=self.n_concepts, patch_size=self.patch_size,
                           batch_size=self.batch_size, seed=self.seed).fit(self.images[fitted], c)  # fmt: skip
             report(1, 4)
-            image_importances = craft.importance(self.images, c, nb_design=self.concept_designs, per_image=True).cpu()
+            image_importances = craft.importance(
+                self.images, c, nb_design=self.concept_designs, per_image=True
+            ).cpu()
             importances = image_importances[torch.as_tensor(fitted)].mean(0)
             craft.importances = importances  # the tree reads them
             report(2, 4)
@@ -402,7 +430,9 @@ class ExploreSession:
                                  image_maps.mean((2, 3)), crop_maps, craft.tree(importance=None))  # fmt: skip
 
         params = (self.layer, self.n_concepts, self.patch_size, self.concept_designs, self.seed)
-        return self._request((self._set_key, c, params), "concepts", f"CRAFT concepts of {self.class_names[c]}", compute)
+        return self._request(
+            (self._set_key, c, params), "concepts", f"CRAFT concepts of {self.class_names[c]}", compute
+        )
 
     def dictionary(self) -> Future:
         """Future of the :class:`AtomDictionary` of ``layer``: the given SAE, or a TopK SAE trained once."""
@@ -414,7 +444,11 @@ class ExploreSession:
             with torch.inference_mode():
                 acts = torch.cat([self.model.activations(self.images[sl], [self.layer])[self.layer].float().cpu()
                                   for sl in iter_batches(self.n, self.batch_size)])  # fmt: skip
-            rows = acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]) if acts.ndim == 4 else acts.reshape(-1, acts.shape[-1])
+            rows = (
+                acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1])
+                if acts.ndim == 4
+                else acts.reshape(-1, acts.shape[-1])
+            )
             sae = self.given_sae
             if sae is None:
                 steps = self.sae_steps

@@ -79,7 +79,9 @@ class Explorer(LayoutViewer):
     """
 
     selected = param.Integer(default=0, bounds=(0, None), doc="The selected image.")
-    filter = param.Dict(default=None, allow_None=True, doc="What the image grid is filtered by (None: nothing).")
+    filter = param.Dict(
+        default=None, allow_None=True, doc="What the image grid is filtered by (None: nothing)."
+    )
 
     def __init__(
         self,
@@ -116,7 +118,9 @@ class Explorer(LayoutViewer):
         self._status_due = False
         self.error: str | None = None  # the last error a view showed
         self._attached = True  # False once the browser tab of a served Explorer is closed
-        self._doc = pn.state.curdoc if pn.state.curdoc is not None and pn.state.curdoc.session_context else None
+        self._doc = (
+            pn.state.curdoc if pn.state.curdoc is not None and pn.state.curdoc.session_context else None
+        )
         super().__init__()
         self.param.selected.bounds = (0, session.n - 1)
         self._build(concepts, concept_names)
@@ -129,7 +133,9 @@ class Explorer(LayoutViewer):
         self._request(session.dictionary(), self._show_dictionary, None, "atoms")
 
     @classmethod
-    def from_planted(cls, model: Any, n: int = 16, seed: int = 0, rule: str | None = None, **kw: Any) -> Explorer:
+    def from_planted(
+        cls, model: Any, n: int = 16, seed: int = 0, rule: str | None = None, **kw: Any
+    ) -> Explorer:
         """An Explorer of ``n`` PlantedShapes images (with their labels, masks and concepts) at the model's
         input size; ``rule`` defaults to the one a zoo model was trained on (its card), else "shape"."""
         from workbench.data import planted_shapes
@@ -138,7 +144,9 @@ class Explorer(LayoutViewer):
         model = load_model(model) if isinstance(model, str) else model
         rule = rule or (getattr(model, "card", None) or {}).get("data", {}).get("rule", "shape")
         data = planted_shapes(n, size=model.input_size[-1], seed=seed, rule=rule)
-        kw.setdefault("title", f"Explorer \u00b7 {getattr(model, 'spec', type(model).__name__)} on PlantedShapes")
+        kw.setdefault(
+            "title", f"Explorer \u00b7 {getattr(model, 'spec', type(model).__name__)} on PlantedShapes"
+        )
         return cls(model, data.images, labels=data.labels, masks=data.object_masks, concepts=data.concepts,
                    concept_names=data.concept_names, **kw)  # fmt: skip
 
@@ -190,7 +198,9 @@ class Explorer(LayoutViewer):
             except Exception:  # noqa: BLE001 - the session closed between the check and the call
                 self._detach()
 
-    def _request(self, future: Future, show: Callable[[Any, int | None], None], index: int | None, kind: str = "") -> None:
+    def _request(
+        self, future: Future, show: Callable[[Any, int | None], None], index: int | None, kind: str = ""
+    ) -> None:
         """Call ``show(result, index)`` on the page once ``future`` is done (an error message instead)."""
         with self._pending_lock:
             self._pending += 1
@@ -221,16 +231,13 @@ class Explorer(LayoutViewer):
 
         def render() -> None:
             self._status_due = False
-            with self.session._lock:
-                tasks = list(self.session.tasks.values())
-            self._status.object = status_html(tasks)
+            self._status.object = status_html(self.session.pending_tasks())
 
         self._dispatch(render)
 
     def _detach(self) -> None:
         self._attached = False
-        if self._on_progress in self.session._listeners:
-            self.session._listeners.remove(self._on_progress)
+        self.session.off_progress(self._on_progress)
 
     # ------------------------------------------------------------------ layout
     def _build(self, concepts: Any, concept_names: Any) -> None:
@@ -250,7 +257,9 @@ class Explorer(LayoutViewer):
         self._what = pn.Column(margin=0, sizing_mode="stretch_width", css_classes=["wb-ex-what"])
         self._atoms = ActionHTML(object="", stylesheets=[CSS], margin=(5, 5), sizing_mode="stretch_width",
                                  css_classes=["wb-ex-atoms-pane"])  # fmt: skip
-        self._atoms.on_action(lambda action, v: self._on_atom_click(int(v)) if action == "atom" and v.isdigit() else None)
+        self._atoms.on_action(
+            lambda action, v: self._on_atom_click(int(v)) if action == "atom" and v.isdigit() else None
+        )
         self._browser = pn.Column(margin=0, sizing_mode="stretch_width", css_classes=["wb-ex-browser"])
         self._featviz = LiveHTML(object="", stylesheets=[CSS], margin=(5, 5), sizing_mode="stretch_width",
                                  css_classes=["wb-ex-featviz-pane"])  # fmt: skip
@@ -285,7 +294,9 @@ class Explorer(LayoutViewer):
         i, s = self.selected, self.session
         if self.grid.selected != i:
             self.grid.select(i)
-        if self.filter is not None and self.grid.subset is None:  # selecting a hidden image cleared the grid's filter
+        if (
+            self.filter is not None and self.grid.subset is None
+        ):  # selecting a hidden image cleared the grid's filter
             self.filter = None
         self.attribution_viewer, self.metrics_board, self._where_index = None, None, None
         waiting = message_html(f"computing the maps of image #{i}\u2026", "where", i)
@@ -359,10 +370,16 @@ class Explorer(LayoutViewer):
                                           class_name=s.class_names[c], top_k=6, page_size=2, n_top_images=4,
                                           title=f"Concepts of {s.class_names[c]} (the predicted class)")  # fmt: skip
             # every pick filters, the already selected concept's too (onlychanged=False)
-            self.gallery.param.watch(lambda e: self._on_concept_pick(c, int(e.new)), ["selected"], onlychanged=False)
-            self.gallery.on_select_image(lambda img: self.select(img) if img is not None and img != self.selected else None)
+            self.gallery.param.watch(
+                lambda e: self._on_concept_pick(c, int(e.new)), ["selected"], onlychanged=False
+            )
+            self.gallery.on_select_image(
+                lambda img: self.select(img) if img is not None and img != self.selected else None
+            )
             self._what.objects = [self.gallery]
-            self._request(s.featviz("concept", range(len(concepts.importances)), c), self._show_concept_featviz, None)
+            self._request(
+                s.featviz("concept", range(len(concepts.importances)), c), self._show_concept_featviz, None
+            )
         self.gallery.select_image(i)
         self._render_featviz()
 
@@ -386,7 +403,9 @@ class Explorer(LayoutViewer):
     def _render_atoms(self) -> None:
         i = self.selected
         if self._dictionary is None:
-            self._atoms.object = message_html(f"training the sparse dictionary of {self.session.layer}\u2026", "atoms", i)
+            self._atoms.object = message_html(
+                f"training the sparse dictionary of {self.session.layer}\u2026", "atoms", i
+            )
             return
         atoms = self.session.image_atoms(self._dictionary, i, _N_ATOMS_SHOWN)
         heatmaps = [self.atom_browser.heatmap(a, i) for a, _v in atoms]
@@ -416,7 +435,9 @@ class Explorer(LayoutViewer):
             if not fut.done():
                 self._request(fut, lambda _r, _i: self._render_featviz(), i, "featviz")
         if not concept_tiles and not atom_tiles:
-            self._featviz.object = message_html("waiting for the concepts and atoms of this image\u2026", "featviz", i)
+            self._featviz.object = message_html(
+                "waiting for the concepts and atoms of this image\u2026", "featviz", i
+            )
             return
         self._featviz.object = featviz_html(i, concept_tiles, atom_tiles)
 

@@ -55,7 +55,9 @@ def message_html(text: str, kind: str, index: int | None, error: bool = False) -
     return f'<div class="wb-sae {cls}" data-view="{kind}" data-image="{i}">{html.escape(text)}</div>'
 
 
-def atoms_html(image: Any, index: int, atoms: Sequence[tuple[int, float]], heatmaps: Sequence[Any], selected: int | None) -> str:
+def atoms_html(
+    image: Any, index: int, atoms: Sequence[tuple[int, float]], heatmaps: Sequence[Any], selected: int | None
+) -> str:
     """The atoms that fire most on image ``index``: a clickable tile per atom with its heatmap over the image."""
     if not atoms:
         return (f'<div class="wb-sae wb-ex-atoms" data-image="{index}" data-atoms=""><span class="wb-muted">no atom'
@@ -74,7 +76,9 @@ def atoms_html(image: Any, index: int, atoms: Sequence[tuple[int, float]], heatm
             f'</span></div><div class="wb-examples">{"".join(tiles)}</div></div>')  # fmt: skip
 
 
-def featviz_html(index: int, concepts: Sequence[tuple[int, str, Any]], atoms: Sequence[tuple[int, Any]]) -> str:
+def featviz_html(
+    index: int, concepts: Sequence[tuple[int, str, Any]], atoms: Sequence[tuple[int, Any]]
+) -> str:
     """The feature visualizations of the selected image's top concepts and atoms (None: still computing)."""
 
     def tile(kind: str, k: int, label: str, image: Any) -> str:
