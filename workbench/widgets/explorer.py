@@ -11,16 +11,18 @@ the image, or in the browser) and the grid filters to the images where it matter
 The Explorer computes nothing: an :class:`~workbench.explain.session.ExploreSession` does, on its background
 thread, caching every result; each view shows "computing..." and the progress line shows the jobs until
 their results arrive, so the page answers clicks all along. Results reach the page through the Bokeh
-document's next tick under ``panel serve`` (the only thread-safe way into a served document), directly in a
-notebook (Panel sends them over the kernel's comm). ``workbench explore MODEL`` serves it; in JupyterLab,
-display ``Explorer(...)``.
+document's next tick under ``panel serve`` (the only thread-safe way into a served document), and through the
+kernel's event loop in a notebook (Panel's updates are not safe from two threads at once).
+``workbench explore MODEL`` serves it; in JupyterLab, display ``Explorer(...)``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -121,6 +123,14 @@ class Explorer(LayoutViewer):
         self._doc = (
             pn.state.curdoc if pn.state.curdoc is not None and pn.state.curdoc.session_context else None
         )
+        # In a notebook, the kernel's event loop (its main thread) applies the results, as the served
+        # document's next tick does under `panel serve`.
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # a script: no loop, results are applied on the worker's thread
+            self._loop = None
+        self._loop_thread = threading.current_thread()
+        self._queue: deque[Callable[[], None]] = deque()
         super().__init__()
         self.param.selected.bounds = (0, session.n - 1)
         self._build(concepts, concept_names)
@@ -175,13 +185,13 @@ class Explorer(LayoutViewer):
         """Block until every view has its results (for scripts and tests; a served page never waits)."""
         deadline = time.monotonic() + timeout
         while True:
-            self.session.idle(max(0.1, deadline - time.monotonic()))
+            self._drain()  # a notebook cell that waits blocks the loop: apply its results here
             with self._pending_lock:
-                if self._pending == 0:
+                if self._pending == 0 and not self.session.pending_tasks():
                     return self
             if time.monotonic() > deadline:
                 raise TimeoutError(f"wait: views still computing after {timeout} s")
-            time.sleep(0.01)
+            time.sleep(0.02)
 
     def __repr__(self) -> str:
         return (f"Explorer(n={self.session.n}, selected={self.selected}, filter={self.filter},"
@@ -189,14 +199,27 @@ class Explorer(LayoutViewer):
 
     # ------------------------------------------------------------------ threading
     def _dispatch(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` where it may touch the page: the served document's next tick, or here (a notebook)."""
+        """Run ``fn`` where it may touch the page: the served document's next tick, the notebook kernel's
+        loop, or here (a script)."""
         if self._doc is None:
-            fn()
+            if self._loop is None or threading.current_thread() is self._loop_thread:
+                fn()
+                return
+            self._queue.append(fn)
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the kernel's loop is closed: nothing displays these views any more
+                self._queue.clear()
         elif self._attached:  # a closed tab's document takes no more callbacks
             try:
                 self._doc.add_next_tick_callback(fn)
             except Exception:  # noqa: BLE001 - the session closed between the check and the call
                 self._detach()
+
+    def _drain(self) -> None:
+        """Apply the results handed over to this thread, in order."""
+        while self._queue:
+            self._queue.popleft()()
 
     def _request(
         self, future: Future, show: Callable[[Any, int | None], None], index: int | None, kind: str = ""
