@@ -227,3 +227,15 @@ def test_the_caller_is_never_blocked_by_a_running_job(session):
     fut.result(60)
     session.idle(60)
     assert not session.tasks
+
+
+def test_a_dictionary_of_a_few_images_trains_on_all_their_rows():
+    # zoo:resnet_shapes has an 8 x 8 map at layer4: 2 images give 128 rows, fewer than one batch of 256
+    data = planted_shapes(2, size=64, seed=1)
+    s = ExploreSession("zoo:resnet_shapes", data.images, **BUDGETS)
+    try:
+        d = s.dictionary().result(120)
+        assert s.layer == "layer4" and d.activations.shape[2:] == (8, 8)
+        assert d.stats.image_max.shape == (2, BUDGETS["n_atoms"])
+    finally:
+        s.close()

@@ -455,8 +455,9 @@ class ExploreSession:
                 report(0, steps)
                 torch.manual_seed(self.seed)
                 sae = TopKSAE(rows.shape[1], self.n_atoms, k=self.sae_k, seed=self.seed)
-                fit_sae(sae, rows, steps=steps, lr=3e-3, seed=self.seed, dead_window=50, log_every=10,
-                        callback=lambda record: report(record["step"], steps))  # fmt: skip
+                # batches of 256 rows, or all of them when a few images give fewer
+                fit_sae(sae, rows, steps=steps, lr=3e-3, seed=self.seed, batch_size=min(256, len(rows)), dead_window=50,
+                        log_every=10, callback=lambda record: report(record["step"], steps))  # fmt: skip
             stats = atom_stats(sae, acts, self.predictions, n_classes=len(self.class_names), images=self.images,
                                model=self.model, layer=self.layer)  # fmt: skip
             return AtomDictionary(self.layer, sae, acts, stats)
