@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from workbench._core.background import BackgroundWorker
+from workbench._core.background import BackgroundWorker, gather
 from workbench.attribution import gradient_input, saliency
 from workbench.data import planted_shapes
-from workbench.explain.session import ExploreSession, gather
+from workbench.explain.session import ExploreSession
 from workbench.models import load_model
 
 BUDGETS = {"n_concepts": 3, "concept_designs": 4, "n_atoms": 16, "sae_steps": 30, "featviz_steps": 4}

@@ -15,7 +15,7 @@ import itertools
 import queue
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,3 +169,30 @@ class BackgroundWorker:
                 self._emit(job.progress)
                 continue
             self._execute(job.future, job.fn, job.progress)
+
+
+def gather(futures: Mapping[Any, Future]) -> Future:
+    """A Future of ``{key: result}`` that completes when every future of ``futures`` has (with the first
+    exception, if any)."""
+    out: Future = Future()
+    out.set_running_or_notify_cancel()
+    items = dict(futures)
+    if not items:
+        out.set_result({})
+        return out
+    left, lock = [len(items)], threading.Lock()
+
+    def one_done(_f: Future) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        errors = [f.exception() for f in items.values() if f.exception() is not None]
+        if errors:
+            out.set_exception(errors[0])
+        else:
+            out.set_result({k: f.result() for k, f in items.items()})
+
+    for f in items.values():
+        f.add_done_callback(one_done)
+    return out

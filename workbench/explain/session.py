@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench._core.background import BackgroundWorker, JobProgress
+from workbench._core.background import BackgroundWorker, JobProgress, gather
 from workbench._core.batching import iter_batches
 from workbench._core.validation import check_images, check_int
 
@@ -99,33 +99,6 @@ def _digest(*parts: Any) -> str:
         else:
             h.update(json.dumps(p, sort_keys=True, default=repr).encode())
     return h.hexdigest()[:16]
-
-
-def gather(futures: Mapping[Any, Future]) -> Future:
-    """A Future of ``{key: result}`` that completes when every future of ``futures`` has (with the first
-    exception, if any)."""
-    out: Future = Future()
-    out.set_running_or_notify_cancel()
-    items = dict(futures)
-    if not items:
-        out.set_result({})
-        return out
-    left, lock = [len(items)], threading.Lock()
-
-    def one_done(_f: Future) -> None:
-        with lock:
-            left[0] -= 1
-            if left[0]:
-                return
-        errors = [f.exception() for f in items.values() if f.exception() is not None]
-        if errors:
-            out.set_exception(errors[0])
-        else:
-            out.set_result({k: f.result() for k, f in items.items()})
-
-    for f in items.values():
-        f.add_done_callback(one_done)
-    return out
 
 
 def _top_part(scores: torch.Tensor, top: float) -> np.ndarray:
