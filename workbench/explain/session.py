@@ -189,11 +189,12 @@ class ExploreSession:
                             (featviz_steps, "featviz_steps"), (batch_size, "batch_size"), (concept_designs, "concept_designs")):  # fmt: skip
             check_int(value, name)
         self.labels = None if labels is None else torch.as_tensor(labels).long().cpu()
+        self.device = next(self.model.parameters()).device
+        self._x = self.images.to(self.device)  # what the model computes on (self.images: the CPU copy)
         self.names, self.masks = names, masks
         with torch.inference_mode():
             forward = forward_fn(self.model)
-            device = next(self.model.parameters()).device
-            logits = torch.cat([forward(self.images[sl].to(device)).float().cpu()
+            logits = torch.cat([forward(self._x[sl]).float().cpu()
                                 for sl in iter_batches(self.n, batch_size)])  # fmt: skip
         self.probabilities = logits.softmax(1)
         self.confidences, self.predictions = self.probabilities.max(1)
@@ -237,7 +238,7 @@ class ExploreSession:
         """The last split point whose output is a spatial map (N, C, h, w) with h, w >= 2."""
         layers = self.model.layers()
         with torch.inference_mode():
-            acts = self.model.activations(torch.zeros(1, *self.model.input_size), layers)
+            acts = self.model.activations(torch.zeros(1, *self.model.input_size, device=self.device), layers)
         spatial = [name for name in layers if acts[name].ndim == 4 and min(acts[name].shape[2:]) >= 2]
         if not spatial:
             raise ValueError(f"layer: the model has no layer with a spatial map; give one of {layers}")
@@ -329,7 +330,7 @@ class ExploreSession:
 
         def compute(report: Callable[[int, int], None]) -> torch.Tensor:
             report(0, 1)
-            x, y = self.images[i : i + 1], self.predictions[i : i + 1]
+            x, y = self._x[i : i + 1], self.predictions[i : i + 1].to(self.device)
             maps = torch.as_tensor(fn(self.model, x, y, **params)).detach().float().cpu()
             return (maps[0, 0] if maps.ndim == 4 else maps[0]).clone()
 
@@ -350,7 +351,7 @@ class ExploreSession:
         def compute(report: Callable[[int, int], None]) -> MethodFidelity:
             report(0, 2)
             amap = self._need(self.attribution(i, m, _count=False))[None]
-            x, y = self.images[i : i + 1], self.predictions[i : i + 1]
+            x, y, amap = self._x[i : i + 1], self.predictions[i : i + 1].to(self.device), amap.to(self.device)
             common = {"steps": p["steps"], "baseline": p["baseline"], "batch_size": self.batch_size}
             dele, ins = (
                 deletion(self.model, x, y, amap, **common),
@@ -359,7 +360,8 @@ class ExploreSession:
             report(1, 2)
             mu = mufidelity(self.model, x, y, amap, grid_size=p["grid_size"], n_samples=p["n_samples"],
                             baseline=p["baseline"], batch_size=self.batch_size, seed=self.seed)  # fmt: skip
-            return MethodFidelity(dele, ins, float(torch.as_tensor(mu).reshape(-1)[0]))
+            on_cpu = [type(f)(f.auc.cpu(), f.curve.cpu(), f.fractions.cpu()) for f in (dele, ins)]
+            return MethodFidelity(*on_cpu, float(torch.as_tensor(mu).reshape(-1)[0]))
 
         key = (self._image_keys[i], m, _digest(self.methods[m][1]), _digest(p))
         return self._request(key, "fidelity", f"fidelity of {m} on image {i}", compute)
@@ -388,15 +390,15 @@ class ExploreSession:
             if len(fitted) < need:
                 fitted = np.union1d(fitted, ranked[:need])
             craft = Craft(self.model, self.layer, n_concepts=self.n_concepts, patch_size=self.patch_size,
-                          batch_size=self.batch_size, seed=self.seed).fit(self.images[fitted], c)  # fmt: skip
+                          batch_size=self.batch_size, seed=self.seed).fit(self._x[torch.as_tensor(fitted, device=self.device)], c)  # fmt: skip
             report(1, 4)
             image_importances = craft.importance(
-                self.images, c, nb_design=self.concept_designs, per_image=True
+                self._x, c, nb_design=self.concept_designs, per_image=True
             ).cpu()
             importances = image_importances[torch.as_tensor(fitted)].mean(0)
             craft.importances = importances  # the tree reads them
             report(2, 4)
-            image_maps = craft.concept_maps(self.images).cpu()
+            image_maps = craft.concept_maps(self._x).cpu()
             crop_maps = F.avg_pool2d(craft.concept_maps(craft.crops).cpu(), 4)
             report(3, 4)
             return ClassConcepts(c, self.layer, craft, fitted, importances, image_importances, image_maps,
@@ -415,7 +417,7 @@ class ExploreSession:
             from workbench.sae import fit as fit_sae
 
             with torch.inference_mode():
-                acts = torch.cat([self.model.activations(self.images[sl], [self.layer])[self.layer].float().cpu()
+                acts = torch.cat([self.model.activations(self._x[sl], [self.layer])[self.layer].float().cpu()
                                   for sl in iter_batches(self.n, self.batch_size)])  # fmt: skip
             rows = (
                 acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1])
@@ -431,7 +433,7 @@ class ExploreSession:
                 # batches of 256 rows, or all of them when a few images give fewer
                 fit_sae(sae, rows, steps=steps, lr=3e-3, seed=self.seed, batch_size=min(256, len(rows)), dead_window=50,
                         log_every=10, callback=lambda record: report(record["step"], steps))  # fmt: skip
-            stats = atom_stats(sae, acts, self.predictions, n_classes=len(self.class_names), images=self.images,
+            stats = atom_stats(sae, acts, self.predictions, n_classes=len(self.class_names), images=self._x,
                                model=self.model, layer=self.layer)  # fmt: skip
             return AtomDictionary(self.layer, sae, acts, stats)
 
