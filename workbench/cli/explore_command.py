@@ -97,7 +97,9 @@ def run(args: Any) -> int:
             raise ValueError(f"--planted: expected a positive number of images, got {args.planted}")
         session, extra = build_session(args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
-        print(f"workbench explore: {err}", file=sys.stderr)
+        # a KeyError's str() adds quotes around its message
+        text = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"workbench explore: {text}", file=sys.stderr)
         return 2
     from workbench.widgets.explorer_server import serve_explorer
 
