@@ -25,6 +25,8 @@ ALLOWED = {
     "metrics": {"_core", "models", "data", "metrics"},
     # a method layer: feature visualization never reaches concepts, SAEs or widgets (they call it)
     "featviz": {"_core", "models", "data", "featviz"},
+    # the pipeline over the method packages (the Explorer's session, reports); never the widgets or the CLI
+    "explain": {"_core", "models", "data", "metrics", "attribution", "concepts", "sae", "featviz", "explain"},
 }
 UI = {"panel", "holoviews", "bokeh", "ipywidgets"}
 

@@ -1,4 +1,4 @@
-"""``workbench``: lab, run, zoo, info.
+"""``workbench``: lab, run, zoo, info, explore.
 
 Each subcommand is a thin shell over a library function, so what the CLI does can also be done
 from Python.
@@ -200,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="versions, device, zoo")
     info.set_defaults(func=_cmd_info)
+
+    from workbench.cli.explore_command import add_parser as add_explore
+
+    add_explore(sub)
     return parser
 
 

@@ -7,7 +7,8 @@ AttributionViewer (maps of several methods over images), DatasetViewer (images, 
 MetricsBoard (metric scores by method), AtomBrowser and BlindspotComparer (sparse dictionaries' atoms),
 ConceptGallery (a class's concepts by importance: crops, maps, images, recursion tree; linked to an
 AttributionViewer), FeatureVizCanvas (a channel's, atom's, concept's or class's feature visualization, run
-live through a given optimizer: stop, transparency, parameterizations side by side, PNG export).
+live through a given optimizer: stop, transparency, parameterizations side by side, PNG export), Explorer (one
+app of linked views over a model and its images, computed in the background by an ExploreSession).
 """
 
 from workbench.widgets.atom_browser import AtomBrowser
@@ -15,6 +16,7 @@ from workbench.widgets.attribution_viewer import AttributionViewer
 from workbench.widgets.blindspot_comparer import BlindspotComparer
 from workbench.widgets.concept_gallery import ConceptGallery
 from workbench.widgets.dataset_viewer import DatasetViewer
+from workbench.widgets.explorer import Explorer
 from workbench.widgets.featviz_canvas import FeatureVizCanvas
 from workbench.widgets.html import ensure_extension
 from workbench.widgets.metrics_board import MetricsBoard
@@ -27,6 +29,7 @@ __all__ = [
     "BlindspotComparer",
     "ConceptGallery",
     "DatasetViewer",
+    "Explorer",
     "FeatureVizCanvas",
     "MetricsBoard",
     "ensure_extension",

@@ -109,6 +109,8 @@ class DatasetViewer(PagedViewer):
         default=ALL_CLASSES, objects=[ALL_CLASSES], doc="Only images with this label."
     )
     show_mask = param.Boolean(default=True, doc="Draw the object mask contour in the detail pane.")
+    subset = param.List(default=None, allow_None=True, item_type=int,
+                        doc="Only these dataset indices (None: all), e.g. where a concept matters.")  # fmt: skip
 
     def __init__(
         self,
@@ -191,7 +193,7 @@ class DatasetViewer(PagedViewer):
         )
         self._filtered = np.arange(self.n)
         self._build()
-        self.param.watch(self._on_filter, ["show", "class_filter"])
+        self.param.watch(self._on_filter, ["show", "class_filter", "subset"])
         self.param.watch(self._on_page, ["page"])
         self.param.watch(self._on_selected, ["selected"])
         self.param.watch(self._render_detail, ["show_mask"])
@@ -464,6 +466,8 @@ class DatasetViewer(PagedViewer):
             keep &= wrong if self.show == "mistakes" else ~wrong
         if self.labels is not None and self.class_filter != ALL_CLASSES:
             keep &= self.labels == self.class_names.index(self.class_filter)
+        if self.subset is not None:
+            keep &= np.isin(np.arange(self.n), np.asarray(self.subset, np.int64))
         self._filtered = np.flatnonzero(keep)
         self.param.page.bounds = (0, self.n_pages - 1)
         page = self._page_of(self.selected)
@@ -486,7 +490,7 @@ class DatasetViewer(PagedViewer):
         page = self._page_of(i)
         if page is None:  # hidden by a filter: clear the filters so the selection is visible
             with param.discard_events(self):
-                self.show, self.class_filter = "all", ALL_CLASSES
+                self.show, self.class_filter, self.subset = "all", ALL_CLASSES, None
             self._on_filter()
             page = self._page_of(i)
         if page != self.page:

@@ -1,0 +1,63 @@
+"""A `panel serve` app showing the Explorer on the zoo texture CNN, for the browser tests (and by hand).
+
+    panel serve tests/browser/apps/explorer_app.py --address 127.0.0.1 --port 5006
+
+WB_APP_N PlantedShapes images (texture rule, the model's) at 64 px; small budgets so that a page fills in
+seconds on a CPU: saliency and gradient x input, 4 CRAFT concepts per class (8 Sobol designs), a TopK SAE of
+32 atoms trained for 100 steps, MACO images of 16 steps. The ExploreSession is built once per server
+(``pn.state.as_cached``): every page (the test's readiness probes too) shares its cache.
+
+Under the Explorer, two buttons used by the responsiveness test: "hold the worker" queues a job that
+occupies the session's background thread until "release" is clicked (a stand-in for a long computation
+whose end the test decides), so the test can click while the worker is busy.
+
+Environment variables (all optional): WB_APP_N (images, default 16), WB_APP_SEED (default 0).
+"""
+
+import os
+import threading
+
+import torch
+
+N = int(os.environ.get("WB_APP_N", "16"))
+SEED = int(os.environ.get("WB_APP_SEED", "0"))
+BUDGETS = {"n_concepts": 4, "concept_designs": 8, "n_atoms": 32, "sae_steps": 100, "featviz_steps": 16}
+
+
+def make_session(n: int = N, seed: int = SEED):
+    """``(session, data)``: the ExploreSession of the app and its PlantedShapes."""
+    from workbench.data import planted_shapes
+    from workbench.explain.session import ExploreSession
+
+    data = planted_shapes(n, size=64, seed=seed, rule="texture")
+    session = ExploreSession("zoo:resnet_textures", data.images, labels=data.labels, masks=data.object_masks,
+                             seed=seed, **BUDGETS)  # fmt: skip
+    session.dictionary()  # start training at once
+    return session, data
+
+
+if __name__.startswith("bokeh"):  # run by `panel serve`
+    torch.set_num_threads(1)
+    import panel as pn
+
+    from workbench.widgets import Explorer
+
+    session, data = pn.state.as_cached("explorer_app", make_session)
+    explorer = Explorer(session, concepts=data.concepts, concept_names=data.concept_names,
+                        title="Explorer \u00b7 zoo:resnet_textures on PlantedShapes")  # fmt: skip
+    gate = threading.Event()
+    hold = pn.widgets.Button(name="hold the worker", css_classes=["wb-test-hold"], width=140)
+    release = pn.widgets.Button(name="release", css_classes=["wb-test-release"], width=100)
+
+    def held(report):
+        report(0, 1)
+        gate.wait(120)  # never longer than the test's limits
+        return None
+
+    def on_hold(_event):
+        gate.clear()
+        session._worker.submit(held, "held job (test)", priority=-1)
+
+    hold.on_click(on_hold)
+    release.on_click(lambda _event: gate.set())
+    pn.Column(explorer, pn.Row(hold, release), sizing_mode="stretch_width").servable(title="Explorer")
