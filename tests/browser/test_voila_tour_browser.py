@@ -6,8 +6,10 @@ interpreter, and answer once every cell has run. The test then checks, in headle
 section is there, that the notebook ran to its last cell (its claims hold: it prints "every claim holds"
 after asserting them), that each of the five widgets is drawn with its content (thumbnails, maps, table
 rows, concept cards, atom cards), and that no resource of the widgets comes from a CDN (they are inlined
-by ``pn.extension(inline=True)``). Voilà's own page template links Font Awesome (and MathJax) on a CDN: those
-requests are listed and allowed, they fail offline without changing what is shown.
+by ``pn.extension(inline=True)``). Voilà's own page template links Font Awesome's CSS on a CDN: those two
+requests are allowed, and offline they fail without changing what is shown. (Voilà also loads the
+@pyviz/jupyterlab_pyviz lab extension, which fails in Voilà's page with "Shared module @jupyterlab/docmanager
+doesn't exist"; Panel's inline HTML output draws the widgets without it, which is what this test checks.)
 Screenshots of the page and of each widget go to tests/browser/screenshots/voila_tour_*.png.
 """
 
@@ -19,7 +21,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from urllib.parse import urlparse
 
 import pytest
 from conftest import ROOT, free_port, stop, write_kernelspec
@@ -44,8 +45,8 @@ WIDGETS = {
     "concept_gallery": "Concepts of circle_or_red",
     "atom_browser": "Atoms of a TopK SAE at layer3",
 }
-# Voilà's page template (not the tour, not the widgets) links these; offline they fail harmlessly.
-TEMPLATE_HOSTS = {"cdn.jsdelivr.net", "cdnjs.cloudflare.com"}
+# Voilà's page template (not the tour, not the widgets) links this; offline it fails harmlessly.
+TEMPLATE_CSS = "https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@"
 WIDGET_CDNS = ("cdn.bokeh.org", "cdn.holoviz.org", "unpkg.com", "/npm/@holoviz", "/npm/@bokeh")
 
 
@@ -137,7 +138,7 @@ def test_voila_renders_the_tour(page, voila_tour, screenshot_dir):
     external = requests.external()
     from_widgets = [u for u in external if any(c in u for c in WIDGET_CDNS)]
     assert not from_widgets, f"widget resources requested from a CDN: {from_widgets}"
-    others = [u for u in external if urlparse(u).hostname not in TEMPLATE_HOSTS]
+    others = [u for u in external if not u.startswith(TEMPLATE_CSS)]
     assert not others, f"unexpected external requests: {others}"
     print(
         f"Voila rendered the tour in {rendered:.0f} s; template requests left offline: {sorted(set(external))}"
