@@ -134,6 +134,10 @@ def test_voila_renders_the_tour(page, voila_tour, screenshot_dir):
     maco = page.locator(".jp-Cell").filter(has_text="P(circle_or_red | MACO image").locator("img").last
     maco.scroll_into_view_if_needed()
     assert maco.evaluate("img => img.naturalWidth") > 100
+    maco_cell = page.locator(".jp-Cell").filter(has_text="P(circle_or_red | MACO image")
+    maco_cell.last.screenshot(path=str(screenshot_dir / "voila_tour_maco.png"))
+    claims = page.locator(".jp-Cell").filter(has_text="every claim holds on")
+    claims.last.screenshot(path=str(screenshot_dir / "voila_tour_claims.png"))
 
     external = requests.external()
     from_widgets = [u for u in external if any(c in u for c in WIDGET_CDNS)]
