@@ -15,9 +15,10 @@ interpreter (the suite runs on Python 3.11, which runtime.txt asks for):
    ``-e .`` installs it (a path entry to the repository) imports what the tour and Voila import and
    runs the tour's first steps, from outside the repository.
 
-A real install unpacks torch's CUDA wheels from PyPI (5.5 GB; about 8 minutes on this project's 2-core
-machine, see tests/test_install.py), too slow for the suite: ``WORKBENCH_FULL_BINDER_TEST=1`` adds it,
-a new venv where postBuild really installs everything, then the tour run in it with ``workbench run``.
+A real install unpacks torch's CUDA wheels from PyPI (a 6.3 GB venv), too slow for the suite:
+``WORKBENCH_FULL_BINDER_TEST=1`` adds it, a new venv where postBuild really installs everything, then the
+tour run in it with ``workbench run`` (measured on this project's 2-core machine with other jobs running:
+postBuild 3.5 min, the tour 1.7 min, 5.3 min in all; the CUDA wheels lay on the machine's local index).
 On mybinder, postBuild takes CPU builds of torch and torchvision from the PyTorch index instead
 (``WORKBENCH_TORCH_INDEX``, see binder/postBuild); that index is not reachable from this project's
 machines, so the tests set it empty and take the same pinned versions from PyPI.
@@ -177,7 +178,7 @@ def test_binder_environment_runs_the_tour_imports(resolved, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("WORKBENCH_FULL_BINDER_TEST") != "1",
-    reason="a real postBuild unpacks 5.5 GB of torch from PyPI (about 8 min here); set WORKBENCH_FULL_BINDER_TEST=1",
+    reason="a real postBuild installs 6.3 GB (torch from PyPI), then runs the tour: about 5 min here; set WORKBENCH_FULL_BINDER_TEST=1",
 )
 def test_full_binder_build_then_the_tour(tmp_path):
     if sys.version_info[:2] != (3, 11):
