@@ -28,14 +28,18 @@ def add_parser(sub) -> None:
     src.add_argument("--images", metavar="DIR", help="a folder of images (or of class subfolders)")
     src.add_argument("--planted", metavar="N", type=int, help="N PlantedShapes images (labels known)")
     p.add_argument("--rule", default=None, help="PlantedShapes rule (default: the zoo model's training rule)")
-    p.add_argument("--classes", nargs="+", default=None, help="class names or indices whose concepts to extract")
+    p.add_argument(
+        "--classes", nargs="+", default=None, help="class names or indices whose concepts to extract"
+    )
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                    help=f"attribution methods, or forgrad_<method> (default: {' '.join(DEFAULT_METHODS)})")  # fmt: skip
     p.add_argument("--concepts", type=int, default=5, help="CRAFT concepts per class (default 5)")
     p.add_argument("--layer", default=None, help="concept layer (default: the last non-negative spatial map)")
     p.add_argument("--out", default=None, help="output folder (default: reports/explain-<model name>)")
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, ...")
-    p.add_argument("--scale", default="ci", choices=list(SCALES), help="budgets: ci (small) or full (the papers')")
+    p.add_argument(
+        "--scale", default="ci", choices=list(SCALES), help="budgets: ci (small) or full (the papers')"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--block-images", type=int, default=16, help="images per write block (resume/shard unit)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -48,7 +52,11 @@ def add_parser(sub) -> None:
 def _default_out(model: str) -> str:
     from pathlib import Path
 
-    name = Path(model).stem if model.endswith((".py", ".pt", ".pth")) else model.replace(":", "-").replace("/", "-")
+    name = (
+        Path(model).stem
+        if model.endswith((".py", ".pt", ".pth"))
+        else model.replace(":", "-").replace("/", "-")
+    )
     return f"reports/explain-{name}"
 
 

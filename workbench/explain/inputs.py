@@ -115,7 +115,11 @@ class ImageSource:
         idx = [int(i) for i in indices]
         if self.tensor is not None:
             x = self.tensor[idx]
-            return x if x.shape[-1] == self.size else torch.stack([center_crop_resize(im, self.size) for im in x])
+            return (
+                x
+                if x.shape[-1] == self.size
+                else torch.stack([center_crop_resize(im, self.size) for im in x])
+            )
         return torch.stack([load_image(self.root / self.names[i], self.size) for i in idx])
 
 
@@ -170,7 +174,9 @@ def scan_images(root: str | os.PathLike, size: int, class_names: Sequence[str]) 
         warnings.warn(f"skipping {len(skipped)} unreadable image(s) in {root}: {skipped}", stacklevel=2)
     kept = [f for f, good in zip(files, ok) if good]
     if not kept:
-        raise ExplainInputError(f"--images: none of the {len(files)} image files in {str(root)!r} can be read")
+        raise ExplainInputError(
+            f"--images: none of the {len(files)} image files in {str(root)!r} can be read"
+        )
     names = [str(f.relative_to(root)) for f in kept]
     if labels is not None:
         labels = torch.tensor([lab for lab, good in zip(labels, ok) if good], dtype=torch.long)
@@ -219,7 +225,9 @@ def resolve_classes(classes: Sequence[str | int] | None, class_names: Sequence[s
         if isinstance(c, int) or (isinstance(c, str) and c.isdigit() and c not in class_names):
             i = int(c)
             if not 0 <= i < len(class_names):
-                raise ExplainInputError(f"--classes: class index {i} is out of range [0, {len(class_names) - 1}]")
+                raise ExplainInputError(
+                    f"--classes: class index {i} is out of range [0, {len(class_names) - 1}]"
+                )
             out.append(i)
         elif c in class_names:
             out.append(list(class_names).index(c))

@@ -105,7 +105,11 @@ def overview(res: ExplainResults) -> str:
     total = (f"accuracy over the {res.n} images: <b>{(pred == labels).mean():.3f}</b>" if has_labels else
              f"{res.n} images without labels: each is explained for its predicted class")  # fmt: skip
     skipped = res.meta.get("skipped_images") or []
-    note = f'<p class="note">{len(skipped)} unreadable image(s) skipped: {html.escape(", ".join(skipped))}</p>' if skipped else ""
+    note = (
+        f'<p class="note">{len(skipped)} unreadable image(s) skipped: {html.escape(", ".join(skipped))}</p>'
+        if skipped
+        else ""
+    )
     return _wrap(f"<p>{total}</p>{note}" + _table(head, rows))
 
 
@@ -116,7 +120,9 @@ def _board(res: ExplainResults, indices=None) -> str:
     rows = [[html.escape(m)] + [
         (f'<td class="best">{table[m][k]:.3f}</td>' if table[m][k] == best[k] else f"{table[m][k]:.3f}")
         for k in METRICS] for m in res.methods]  # fmt: skip
-    return _table(["method", "deletion AUC (lower is better)", "insertion AUC (higher)", "MuFidelity (higher)"], rows)
+    return _table(
+        ["method", "deletion AUC (lower is better)", "insertion AUC (higher)", "MuFidelity (higher)"], rows
+    )
 
 
 def metrics_board(res: ExplainResults) -> str:
@@ -190,7 +196,13 @@ def class_section(res: ExplainResults, class_id: int, max_images: int = 4) -> st
             for t in range(cr["crop_images"].shape[1]) if not np.isnan(cr["crop_maps"][k, t]).all()
         )  # fmt: skip
         rows.append([f"{rank + 1}", f"concept {k}", f"{share[k]:.3f}", maco, f'<td class="l">{crops}</td>'])
-    body.append(_table(["rank", "concept", "share of logit", "feature visualization", "top crops, concept map"], rows, left=2))
+    body.append(
+        _table(
+            ["rank", "concept", "share of logit", "feature visualization", "top crops, concept map"],
+            rows,
+            left=2,
+        )
+    )
     sizes, dominant = cr["cluster_sizes"], cr["cluster_dominant"]
     crow = [[f"cluster {i}", str(int(sizes[i])), ", ".join(f"concept {int(d)}" for d in dominant[i] if d >= 0)]
             for i in range(len(sizes)) if sizes[i] > 0]  # fmt: skip
@@ -200,7 +212,13 @@ def class_section(res: ExplainResults, class_id: int, max_images: int = 4) -> st
     for i in idx_all[:max_images]:
         i = int(i)
         image = _chw(np.asarray(res.group["images/pixels"][i]))
-        cells = [_img(image, f"{html.escape(res.image_names[i])}<br>pred {html.escape(res.class_names[int(res.predictions[i])])}", 112)]
+        cells = [
+            _img(
+                image,
+                f"{html.escape(res.image_names[i])}<br>pred {html.escape(res.class_names[int(res.predictions[i])])}",
+                112,
+            )
+        ]
         scores = {k: res.scores(k)[i] for k in METRICS}
         for j, m in enumerate(res.methods):
             cap = f"{html.escape(m)}<br>del {scores['deletion'][j]:.2f} ins {scores['insertion'][j]:.2f} mu {scores['mufidelity'][j]:.2f}"

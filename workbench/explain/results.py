@@ -120,7 +120,10 @@ class ExplainResults:
     def metrics_table(self, indices=None) -> dict[str, dict[str, float]]:
         """Method -> metric -> the mean over images (all of them, or ``indices``): the MetricsBoard table."""
         idx = slice(None) if indices is None else np.asarray(indices)
-        return {m: {k: float(np.nanmean(self.scores(k)[idx, j])) for k in METRICS} for j, m in enumerate(self.methods)}
+        return {
+            m: {k: float(np.nanmean(self.scores(k)[idx, j])) for k in METRICS}
+            for j, m in enumerate(self.methods)
+        }
 
     # -- per class ------------------------------------------------------------------------------------
     @property

@@ -4,7 +4,8 @@
 ``grid_size=9, n_samples=200`` (Bhatt et al. 2020, Xplique's), deletion / insertion ``steps=10``
 (Xplique's), MACO ``steps=256, n_crops=8`` (Fel et al. 2023), CRAFT's 64-px patch at 224 px and Sobol
 importance designs 32 (Fel et al. 2023). ``ci`` keeps the same pipeline at budgets that explain 64
-PlantedShapes images with the zoo CNN in about a minute on 2 CPU cores.
+PlantedShapes images with the zoo CNN in about a minute on 2 CPU cores; ``tiny`` only checks that every
+stage runs (the tests).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Budget:
 SCALES = {
     "ci": Budget(
         method_params={
-            "sobol": {"grid_size": 4, "nb_design": 8},
+            "sobol": {"grid_size": 4, "nb_design": 4},
             "hsic": {"grid_size": 4, "nb_design": 64},
             "rise": {"n_masks": 256},
             "lime": {"n_samples": 64},
@@ -57,13 +58,47 @@ SCALES = {
             "squaregrad": {"n_samples": 8},
             "integrated_gradients": {"steps": 8},
         },
-        deletion_steps=10, mufidelity_grid=8, mufidelity_samples=32, sanity_images=4, class_images=32,
-        top_crops=6, maco_steps=32, maco_crops=2, n_clusters=3,
+        deletion_steps=8,
+        mufidelity_grid=8,
+        mufidelity_samples=16,
+        sanity_images=4,
+        class_images=32,
+        top_crops=6,
+        maco_steps=24,
+        maco_crops=2,
+        n_clusters=3,
+    ),  # fmt: skip
+    # the smallest budgets that still run every stage: tests and smoke runs, not for reading
+    "tiny": Budget(
+        method_params={
+            "sobol": {"grid_size": 2, "nb_design": 2},
+            "rise": {"n_masks": 16},
+            "smoothgrad": {"n_samples": 2},
+        },
+        deletion_steps=4,
+        mufidelity_grid=4,
+        mufidelity_samples=4,
+        sanity_images=2,
+        class_images=8,
+        top_crops=3,
+        maco_steps=2,
+        maco_crops=1,
+        n_clusters=2,
     ),  # fmt: skip
     "full": Budget(
-        method_params={"sobol": {"grid_size": 8, "nb_design": 32}, "hsic": {"grid_size": 8, "nb_design": 1500}},
-        deletion_steps=10, mufidelity_grid=9, mufidelity_samples=200, sanity_images=16, class_images=256,
-        top_crops=8, maco_steps=256, maco_crops=8, n_clusters=3,
+        method_params={
+            "sobol": {"grid_size": 8, "nb_design": 32},
+            "hsic": {"grid_size": 8, "nb_design": 1500},
+        },
+        deletion_steps=10,
+        mufidelity_grid=9,
+        mufidelity_samples=200,
+        sanity_images=16,
+        class_images=256,
+        top_crops=8,
+        maco_steps=256,
+        maco_crops=8,
+        n_clusters=3,
     ),  # fmt: skip
 }
 

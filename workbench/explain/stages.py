@@ -132,7 +132,9 @@ def image_block(run: Run, block: int) -> None:
     # the explained class: the true one when known, else the prediction
     targets = torch.where(labels >= 0, labels, logits.argmax(1).cpu()).to(run.model.device)
     bud = run.budget
-    scores = {k: np.empty((hi - lo, len(run.methods)), np.float32) for k in ("deletion", "insertion", "mufidelity")}
+    scores = {
+        k: np.empty((hi - lo, len(run.methods)), np.float32) for k in ("deletion", "insertion", "mufidelity")
+    }
     curves = {k: np.empty((hi - lo, len(run.methods), bud.deletion_steps + 1), np.float32) for k in ("deletion", "insertion")}  # fmt: skip
     maps_out = {}
     for j, (name, explain) in enumerate(zip(run.methods, run.explainers)):
@@ -237,7 +239,9 @@ def class_unit(run: Run, class_id: int, targets: np.ndarray, logits: np.ndarray)
         dominant[:n_clusters, : min(3, r)] = clusters.dominant.numpy()
     else:  # one image: one strategy, its concepts by importance
         labels[0], sizes[0] = 0, 1
-        dominant[0, : min(3, r)] = torch.argsort(importance[0], descending=True, stable=True)[: min(3, r)].numpy()
+        dominant[0, : min(3, r)] = torch.argsort(importance[0], descending=True, stable=True)[
+            : min(3, r)
+        ].numpy()
     padded = np.full(bud.class_images, -1, np.int64)
     padded[: len(members)] = members
     imp = np.full((bud.class_images, rr), np.nan, np.float32)
