@@ -122,11 +122,16 @@ def _folder(path: Path, n: int, corrupt: bool = False) -> Path:
         (["timm:not_a_timm_model", "--planted", "4"], "does not load"),
         (["zoo:resnet_textures", "--planted", "4", "--classes", "zebra"], "has no class 'zebra'"),
         (["zoo:resnet_textures", "--planted", "4", "--methods", "sallency"], "unknown method 'sallency'"),
+        (["{model}", "--planted", "4"], "defines neither `model`"),
     ],
 )
 def test_bad_input_exits_with_code_2(tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()
-    argv = ["explain", *[a.format(empty=tmp_path / "empty") for a in args], "--out", str(tmp_path / "out")]
+    (tmp_path / "model.py").write_text(
+        "import torch\nnet = torch.nn.Linear(2, 2)\n"
+    )  # no `model`, no build_model
+    argv = ["explain", *[a.format(empty=tmp_path / "empty", model=tmp_path / "model.py") for a in args],
+            "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "workbench explain: error:" in err and message in err, err

@@ -118,7 +118,7 @@ def _board(res: ExplainResults, indices=None) -> str:
     table = res.metrics_table(indices)
     best = {k: (max if HIGHER_IS_BETTER[k] else min)(table[m][k] for m in res.methods) for k in METRICS}
     rows = [[html.escape(m)] + [
-        (f'<td class="best">{table[m][k]:.3f}</td>' if table[m][k] == best[k] else f"{table[m][k]:.3f}")
+        (f'<td class="best">{table[m][k]:.3g}</td>' if table[m][k] == best[k] else f"{table[m][k]:.3g}")
         for k in METRICS] for m in res.methods]  # fmt: skip
     return _table(
         ["method", "deletion AUC (lower is better)", "insertion AUC (higher)", "MuFidelity (higher)"], rows
@@ -221,7 +221,7 @@ def class_section(res: ExplainResults, class_id: int, max_images: int = 4) -> st
         ]
         scores = {k: res.scores(k)[i] for k in METRICS}
         for j, m in enumerate(res.methods):
-            cap = f"{html.escape(m)}<br>del {scores['deletion'][j]:.2f} ins {scores['insertion'][j]:.2f} mu {scores['mufidelity'][j]:.2f}"
+            cap = f"{html.escape(m)}<br>del {scores['deletion'][j]:.2g} ins {scores['insertion'][j]:.2g} mu {scores['mufidelity'][j]:.2f}"
             cells.append(_img(_heat(image, np.asarray(res.group[f"images/maps/{m}"][i])), cap, 112))
         body.append(f"<div>{''.join(cells)}</div>")
     return _wrap("".join(body))
