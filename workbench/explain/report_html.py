@@ -175,8 +175,9 @@ def class_section(res: ExplainResults, class_id: int, max_images: int = 4) -> st
     idx_all = np.flatnonzero(res.targets == class_id)
     pred = res.predictions[idx_all]
     has_labels = bool((res.labels >= 0).all())
-    head = (f"<p>{len(idx_all)} images; accuracy <b>{(pred == class_id).mean():.3f}</b>.</p>" if has_labels
-            else f"<p>{len(idx_all)} images predicted as <b>{name}</b>.</p>")  # fmt: skip
+    noun = "image" if len(idx_all) == 1 else "images"
+    head = (f"<p>{len(idx_all)} {noun}; accuracy <b>{(pred == class_id).mean():.3f}</b>.</p>" if has_labels
+            else f"<p>{len(idx_all)} {noun} predicted as <b>{name}</b>.</p>")  # fmt: skip
     share = cr["share"]
     n_fit = len(cr["members"])
     rest = 1 - np.nansum(share)
