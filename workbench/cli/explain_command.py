@@ -35,6 +35,12 @@ def add_parser(sub) -> None:
                    help=f"attribution methods, or forgrad_<method> (default: {' '.join(DEFAULT_METHODS)})")  # fmt: skip
     p.add_argument("--concepts", type=int, default=5, help="CRAFT concepts per class (default 5)")
     p.add_argument("--layer", default=None, help="concept layer (default: the last non-negative spatial map)")
+    p.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help="CRAFT crop side (default: 64/224 of the side, whole images below 128 px)",
+    )
     p.add_argument("--out", default=None, help="output folder (default: reports/explain-<model name>)")
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, ...")
     p.add_argument(
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         res = explain(
             args.model, args.images, planted=args.planted, rule=args.rule, classes=args.classes,
             methods=args.methods, concepts=args.concepts, out=args.out or _default_out(args.model),
-            device=args.device, scale=args.scale, layer=args.layer, seed=args.seed,
+            device=args.device, scale=args.scale, layer=args.layer, patch_size=args.patch_size, seed=args.seed,
             block_images=args.block_images, batch_size=args.batch_size, overwrite=args.overwrite,
             report=not args.no_report, progress=not args.no_progress,
         )  # fmt: skip
