@@ -25,8 +25,9 @@ ALLOWED = {
     "metrics": {"_core", "models", "data", "metrics"},
     # a method layer: feature visualization never reaches concepts, SAEs or widgets (they call it)
     "featviz": {"_core", "models", "data", "featviz"},
-    # the pipeline over the method packages (the Explorer's session, reports); never the widgets or the CLI
-    "explain": {"_core", "models", "data", "metrics", "attribution", "concepts", "sae", "featviz", "explain"},
+    # the pipeline over every method package; "cli" only for the one notebook runner (run_notebook) that
+    # renders its report, imported when the report is rendered
+    "explain": {"_core", "models", "data", "metrics", "attribution", "concepts", "sae", "featviz", "explain", "cli"},
 }
 UI = {"panel", "holoviews", "bokeh", "ipywidgets"}
 

@@ -10,38 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
-from pathlib import Path
 from typing import Any
-
-
-def load_folder(folder: str | Path, size: int) -> tuple[Any, list[str]]:
-    """The images under ``folder`` (recursively, sorted), center-cropped and resized to ``size``: (N, 3, size,
-    size) in [0, 1] and their relative paths. Unreadable files are skipped with one warning listing them;
-    a folder without a readable image raises ValueError."""
-    import torch
-
-    from workbench.data import load_image
-    from workbench.data.images import IMAGE_EXTENSIONS
-
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"--images: {str(root)!r} is not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    images, names, bad = [], [], []
-    for path in files:
-        try:
-            images.append(load_image(path, size))
-            names.append(str(path.relative_to(root)))
-        except Exception as err:  # noqa: BLE001 - any unreadable file is skipped and listed
-            bad.append(f"{path.relative_to(root)} ({type(err).__name__})")
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image(s): {', '.join(bad)}", stacklevel=2)
-    if not images:
-        raise ValueError(
-            f"--images: no readable image in {str(root)!r} (extensions {', '.join(IMAGE_EXTENSIONS)})"
-        )
-    return torch.stack(images), names
 
 
 def add_parser(sub: Any) -> None:
@@ -69,18 +38,19 @@ def add_parser(sub: Any) -> None:
 def build_session(args: Any) -> tuple[Any, dict[str, Any]]:
     """The ExploreSession of the arguments and the Explorer's extra keywords (PlantedShapes concepts)."""
     from workbench.data import planted_shapes
+    from workbench.explain.inputs import resolve_model, scan_images
     from workbench.explain.session import ExploreSession
-    from workbench.models import load_model
 
-    model = load_model(args.model)
+    model = resolve_model(args.model)  # what `workbench explain` accepts: zoo:, timm:, torchvision:, a file
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     size = model.input_size[-1]
     extra: dict[str, Any] = {}
     if args.images:
-        images, names = load_folder(args.images, size)
-        session = ExploreSession(
-            model, images, names=names, methods=methods, layer=args.layer, seed=args.seed
-        )
+        # the folder is read as `workbench explain` reads it: unreadable files skipped with one warning,
+        # class subfolders named like the model's classes give labels
+        source = scan_images(args.images, size, list(model.labels))
+        session = ExploreSession(model, source.get(range(source.n)), labels=source.labels, names=source.names,
+                                 methods=methods, layer=args.layer, seed=args.seed)  # fmt: skip
     else:
         rule = args.rule or (getattr(model, "card", None) or {}).get("data", {}).get("rule", "shape")
         data = planted_shapes(args.planted or 16, size=size, seed=args.seed, rule=rule)

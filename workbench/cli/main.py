@@ -1,4 +1,4 @@
-"""``workbench``: lab, run, zoo, info, explore.
+"""``workbench``: lab, run, explain, explore, zoo, info.
 
 Each subcommand is a thin shell over a library function, so what the CLI does can also be done
 from Python.
@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=str(DEFAULT_REPORTS), help="output folder (default: reports/)")
     run.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
     run.set_defaults(func=_cmd_run)
+
+    from workbench.cli.explain_command import add_parser as add_explain
+
+    add_explain(sub)
 
     zoo = sub.add_parser("zoo", help="list or retrain the embedded models")
     zsub = zoo.add_subparsers(dest="zoo_cmd", required=True)
