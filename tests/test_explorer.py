@@ -184,4 +184,4 @@ def test_cli_serves_with_a_token_and_refuses_requests_without_it():
 def test_cli_bad_input_exits_with_code_2(tmp_path):
     proc = _cli("zoo:resnet_textures", "--images", str(tmp_path))
     out, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 2 and "no readable image" in out
+    assert proc.returncode == 2 and "no image files" in out
