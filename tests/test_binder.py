@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
-import subprocess
 import sys
 import sysconfig
 import textwrap
@@ -38,6 +36,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from venvs import canonical, new_venv, run
 
 ROOT = Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
@@ -71,22 +70,6 @@ SMOKE = textwrap.dedent(
     print("BINDER ENV OK", voila.__version__, panel.__version__)
     """
 )
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def run(cmd, **kw) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out
-
-
-def new_venv(path: Path, with_pip: bool) -> Path:
-    base = getattr(sys, "_base_executable", sys.executable)
-    run([base, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(path)])
-    return path / "bin" / "python"
 
 
 def clean_env(venv: Path, **extra: str) -> dict[str, str]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import sysconfig
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from venvs import canonical, new_venv, run, venv_site_packages
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = {"torch", "torchvision", "timm", "numpy", "scipy", "safetensors", "zarr", "tqdm", "pillow"}
@@ -57,27 +57,6 @@ SMOKE = textwrap.dedent(
     print("INSTALLED OK", workbench.__file__)
     """
 )
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def run(cmd, **kw) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out
-
-
-def new_venv(path: Path, with_pip: bool) -> Path:
-    base = getattr(sys, "_base_executable", sys.executable)
-    run([base, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(path)])
-    return path / "bin" / "python"
-
-
-def venv_site_packages(python: Path) -> Path:
-    out = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
-    return Path(out.stdout.strip())
 
 
 @pytest.fixture(scope="module")

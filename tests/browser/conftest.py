@@ -383,3 +383,22 @@ def lab_notebook(jupyter_lab) -> Iterator[object]:
     finally:
         for name in written:
             shutdown_sessions(jupyter_lab["url"], name)
+
+
+def open_offline(page, html: Path) -> list[str]:
+    """Open the file ``html`` with every request outside it refused (the network is "down"); return the
+    refused URLs. An offline report must refuse nothing."""
+    blocked: list[str] = []
+
+    def only_the_file(route):
+        url = route.request.url
+        if url.startswith(("file:", "data:", "blob:", "about:")):
+            route.continue_()
+        else:  # record and refuse whatever would leave the file
+            blocked.append(url)
+            route.abort()
+
+    page.route("**/*", only_the_file)
+    page.goto(html.as_uri(), wait_until="load", timeout=60_000)
+    page.wait_for_timeout(500)  # anything a script would fetch after load shows up by now
+    return blocked

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import open_offline
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -28,24 +29,6 @@ def report(tmp_path_factory) -> Path:
                             classes=["solid", "dots"], out=out, block_images=4, scale="tiny", progress=False)  # fmt: skip
     assert res.report.exists() and res.notebook.exists()
     return res.report
-
-
-def open_offline(page, html: Path) -> list[str]:
-    """Open ``html`` with every request outside the file refused; return the refused URLs."""
-    blocked: list[str] = []
-
-    def only_the_file(route):
-        url = route.request.url
-        if url.startswith(("file:", "data:", "blob:", "about:")):
-            route.continue_()
-        else:  # the network is "down": record and refuse whatever would leave the file
-            blocked.append(url)
-            route.abort()
-
-    page.route("**/*", only_the_file)
-    page.goto(html.as_uri(), wait_until="load", timeout=60_000)
-    page.wait_for_timeout(500)  # anything a script would fetch after load shows up by now
-    return blocked
 
 
 def test_explain_report_is_self_contained_and_complete(page, report, screenshot_dir):

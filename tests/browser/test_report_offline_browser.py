@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import open_offline
 
 from workbench.cli.main import run_notebook
 
@@ -47,19 +48,7 @@ def report(tmp_path_factory) -> tuple[Path, int]:
 def test_report_is_offline_and_typesets_math(page, report, screenshot_dir):
     page, requests, errors = page
     html, n_math = report
-    blocked: list[str] = []
-
-    def only_the_file(route):
-        url = route.request.url
-        if url.startswith(("file:", "data:", "blob:", "about:")):
-            route.continue_()
-        else:  # the network is "down": record and refuse whatever would leave the file
-            blocked.append(url)
-            route.abort()
-
-    page.route("**/*", only_the_file)
-    page.goto(html.as_uri(), wait_until="load", timeout=60_000)
-    page.wait_for_timeout(500)  # anything a script would fetch after load shows up by now
+    blocked = open_offline(page, html)
 
     assert blocked == [], f"the report asked the network for {blocked}"
     assert [u for u in requests.urls if not u.startswith(("file:", "data:"))] == [], requests.urls
