@@ -45,3 +45,23 @@ def shapes_small():
     from workbench.data import planted_shapes
 
     return planted_shapes(64, size=64, seed=123)
+
+
+# The modules that take minutes (measured with `make test`, pytest-xdist, 2 workers), longest first. Under
+# pytest-xdist tests are handed to the workers in collection order, so starting with these keeps one worker
+# from being left with a long test while the other has finished: the last tests to run are short ones.
+LONGEST_FIRST = (
+    "test_notebooks.py",
+    "test_attribution_localization.py",
+    "test_explorer_browser.py",
+    "test_featviz_zoo.py",
+    "test_explain.py",
+    "test_attribution_xplique.py",
+    "test_binder.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    # a stable sort by module keeps each module's tests together (module fixtures are built once)
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

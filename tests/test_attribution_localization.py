@@ -1,4 +1,4 @@
-"""Ground truth for localization: every method's energy inside the planted object, 64 images.
+"""Ground truth for localization: every method's energy inside the planted object, on 64 images (16 for three).
 
 The model is ``zoo:resnet_textures``: it classifies the *texture* of the object, which is only visible
 inside the object mask, and it was trained with random black/blur/mean occlusions, so masking a
@@ -15,7 +15,8 @@ scores about 0.77. Threshold 0.6 for Sobol, HSIC, RISE and Grad-CAM, as the issu
 Measured (seed 5000, 2 CPU cores, about 6 minutes): saliency 0.533, gradient_input 0.615,
 integrated_gradients 0.727, smoothgrad 0.342, gradcam 0.673, gradcam_pp 0.657, occlusion 0.711,
 rise 0.624, lime 0.581, kernel_shap 0.623, sobol 0.825 (0.836 at the default nb_design 32), hsic 0.698;
-uniform map 0.156.
+uniform map 0.156. (Measured with one seed for the whole sequence of methods; each method now starts from
+seed 0 and its own images, so that the two pytest-xdist workers can share them: the asserts hold.)
 """
 
 from __future__ import annotations
@@ -46,29 +47,39 @@ METHODS = {
     "hsic": {},
 }
 REQUIRED = ("sobol", "hsic", "rise", "gradcam")
+# The methods the issue sets no threshold for only need to beat a uniform map (about 0.16): for the three
+# costly ones of them 16 of the 64 images are enough (measured on those 16: occlusion 0.72, LIME 0.602,
+# KernelSHAP 0.635). Every other method, the required four included, is measured on all 64.
+FEWER_IMAGES = {"occlusion": 16, "lime": 16, "kernel_shap": 16}
+N_IMAGES = 64
 
 
-@pytest.mark.slow
-def test_energy_in_object_mask_over_64_images():
+@pytest.fixture(scope="module")
+def texture_case():
     from workbench.data import planted_shapes
     from workbench.models import load_model
 
-    torch.manual_seed(0)
     model = load_model("zoo:resnet_textures")
-    data = planted_shapes(64, size=64, seed=5000, rule="texture")  # a seed no zoo model trained on
-    x, y, masks = data.images, data.labels, data.object_masks.float()
-    table = {}
-    for name, params in METHODS.items():
-        kw = dict(params)
-        if "batch_size" in A.get_method(name).__code__.co_varnames:
-            kw.setdefault("batch_size", 64)  # this CNN runs 440 rows/s at 64 a pass on 2 cores, 280 at 256
-        maps = A.get_method(name)(model, x, y, **kw)
-        assert maps.shape == (64, 64, 64) and torch.isfinite(maps).all(), name
-        table[name] = float(energy_in_mask(maps, masks).mean())
-    area = float(masks.mean())
-    print(f"\nenergy in the object mask, zoo:resnet_textures, 64 images (uniform map: {area:.3f})")
-    for name, e in table.items():
-        print(f"  {name:22s} {e:.3f}{'  (required >= 0.6)' if name in REQUIRED else ''}")
-    for name in REQUIRED:
-        assert table[name] >= 0.6, (name, table)
-    assert all(e > area for e in table.values()), table
+    data = planted_shapes(N_IMAGES, size=64, seed=5000, rule="texture")  # a seed no zoo model trained on
+    return model, data.images, data.labels, data.object_masks.float()
+
+
+# One test per method, so that pytest-xdist's two workers share the methods (Sobol and RISE take about
+# 4 minutes each on one thread).
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(METHODS))
+def test_energy_in_object_mask(texture_case, name):
+    model, x, y, masks = texture_case
+    n = FEWER_IMAGES.get(name, N_IMAGES)
+    x, y, masks = x[:n], y[:n], masks[:n]
+    torch.manual_seed(0)
+    kw = dict(METHODS[name])
+    if "batch_size" in A.get_method(name).__code__.co_varnames:
+        kw.setdefault("batch_size", 64)  # this CNN runs 440 rows/s at 64 a pass on 2 cores, 280 at 256
+    maps = A.get_method(name)(model, x, y, **kw)
+    assert maps.shape == (n, 64, 64) and torch.isfinite(maps).all(), name
+    energy, area = float(energy_in_mask(maps, masks).mean()), float(masks.mean())
+    print(f"energy in the object mask, {name}, {n} images: {energy:.3f} (uniform map: {area:.3f})")
+    if name in REQUIRED:
+        assert energy >= 0.6, (name, energy)
+    assert energy > area, (name, energy, area)

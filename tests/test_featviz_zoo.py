@@ -25,8 +25,11 @@ What is known, and measured here (2 CPU threads; every run seeded):
   exact, so the tolerance is float rounding), raises the target logit, keeps the predicted class when
   the target is the image's own class; toward the second choice it flipped 2 of 4 predictions (printed).
 
-Wall time of the default part: about 90 s on 2 threads of a shared 2-core machine; the slow part (MACO's
-channel figures) about 60 s more.
+Where each claim is asserted: the ``resnet_textures`` claims (Fourier channels, MACO's class images and
+their transfer to the twin) by ``notebooks/40_maco.ipynb`` at ``scale="ci"`` (same budgets: 32 steps, 1 crop
+for the channels, 32 x 4 for the classes, 3 seeds), which ``tests/test_notebooks.py`` executes; this module
+asserts the ``resnet_shapes`` channel figures, the redirected ReLU, the lr schedule and accentuation, so the
+suite computes each figure once.
 """
 
 from __future__ import annotations
@@ -37,22 +40,16 @@ import torch
 from workbench.data import planted_shapes
 from workbench.featviz import accentuate, visualize
 from workbench.featviz import objectives as obj
-from workbench.featviz.visualization import default_crop_scale, redirected_relu, scheduled_lr
+from workbench.featviz.visualization import redirected_relu, scheduled_lr
 from workbench.models import ZOO, load_model
 
 LAYER = "layer4"
-CHANNEL_STEPS = {"resnet_textures": 32, "resnet_shapes": 48}
-CLASS_STEPS, CLASS_CROPS, SEEDS = 32, 4, (0, 1, 2)
+CHANNEL_STEPS = {"resnet_shapes": 48}  # resnet_textures: notebooks/40_maco.ipynb asserts it (32 steps)
 
 
 @pytest.fixture(scope="module")
 def zoo():
     return {name: load_model(f"zoo:{name}") for name in ("resnet_textures", "resnet_shapes")}
-
-
-@pytest.fixture(scope="module")
-def twin():
-    return load_model("zoo:resnet_textures_twin")
 
 
 def data_max(model) -> torch.Tensor:
@@ -78,11 +75,9 @@ def test_fourier_channels_rise_above_every_test_image(zoo, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("name", "steps", "floor"), [("resnet_textures", 32, 0.6), ("resnet_shapes", 64, 0.85)]
-)
+@pytest.mark.parametrize(("name", "steps", "floor"), [("resnet_shapes", 64, 0.85)])
 def test_maco_channel_figure(zoo, name, steps, floor):
-    """MACO's share, a regression guard 0.14 and 0.12 under the measured 0.74 and 0.969 (module docstring)."""
+    """MACO's share, a regression guard 0.12 under the measured 0.969 (module docstring)."""
     model = zoo[name]
     real_max = data_max(model)
     objectives = [obj.channel(LAYER, c) for c in range(len(real_max))]
@@ -136,39 +131,6 @@ def test_scheduled_lr():
             progress=False,
             lr_schedule="step",
         )
-
-
-@pytest.fixture(scope="module")
-def class_images(zoo, twin):
-    """Class visualizations of ``resnet_textures`` per parameterization and seed, with the whole images'
-    softmax for the model and its twin: {(param, seed): (probabilities (4, 4), twin probabilities (4, 4))}."""
-    model = zoo["resnet_textures"]
-    out = {}
-    for param in ("maco", "fourier", "pixel"):
-        for seed in SEEDS:
-            fv = visualize(model, [obj.logit(c) for c in range(4)], param, steps=CLASS_STEPS, n_crops=CLASS_CROPS,
-                           seed=seed, progress=False)  # fmt: skip
-            assert fv.info["crop_scale"] == default_crop_scale(64, 64) == (0.6, 1.0)
-            with torch.inference_mode():
-                out[param, seed] = (model(fv.image).softmax(1), twin(fv.image).softmax(1))
-    return out
-
-
-def test_maco_class_images_reach_their_class(class_images):
-    for seed in SEEDS:
-        p = class_images["maco", seed][0].diagonal()
-        print(f"MACO seed {seed}: probability of the class {[round(float(v), 3) for v in p]}")
-        assert (p >= 0.5).all(), (seed, p)
-
-
-def test_maco_transfers_to_the_twin_at_least_as_often(class_images):
-    rate = {
-        param: sum(int((class_images[param, s][1].argmax(1) == torch.arange(4)).sum()) for s in SEEDS) / (4 * len(SEEDS))
-        for param in ("maco", "fourier", "pixel")
-    }  # fmt: skip
-    print(f"transfer to resnet_textures_twin over {len(SEEDS)} seeds: {rate}")
-    assert rate["maco"] >= rate["fourier"] and rate["maco"] >= rate["pixel"]
-    assert rate["maco"] >= 0.9  # measured 1.000 (20 of 20 over 5 seeds)
 
 
 def test_accentuation_on_zoo_images(zoo):
