@@ -28,7 +28,7 @@ tour: $(STAMP)
 # Whole suite: unit tests, notebooks (papermill, scale=ci) and browser tests (headless Chromium).
 test: $(STAMP) chromium
 	$(VENV)/bin/ruff check workbench tests benchmarks
-	$(PY) -m pytest -q -n 2 --durations=40
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=40
 
 quick: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

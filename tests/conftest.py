@@ -48,8 +48,8 @@ def shapes_small():
 
 
 # The modules that take minutes (measured with `make test`, pytest-xdist, 2 workers), longest first. Under
-# pytest-xdist tests are handed to the workers in collection order, so starting with these keeps one worker
-# from being left with a long test while the other has finished: the last tests to run are short ones.
+# `--dist worksteal` each worker starts with half of the collection, in order, and an idle worker takes
+# tests from the other's queue, so starting with these leaves short tests for the end of the run.
 LONGEST_FIRST = (
     "test_notebooks.py",
     "test_attribution_localization.py",
