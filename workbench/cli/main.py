@@ -38,12 +38,14 @@ def run_notebook(
     out_dir: str | Path = DEFAULT_REPORTS,
     kernel: str | None = None,
     progress: bool = True,
+    exclude_input: bool = False,
 ) -> tuple[Path, Path]:
     """Execute a notebook with papermill and export it to HTML.
 
     The executed notebook and the HTML are written under temporary names and renamed when
     complete, so a failed run never leaves a half-written report behind. The HTML needs no network:
     math is rendered to MathML and no script comes from a CDN (see :mod:`workbench.cli.report`).
+    ``exclude_input=True`` leaves the code out of the HTML (the executed notebook keeps it).
 
     Returns
     -------
@@ -74,7 +76,7 @@ def run_notebook(
             progress_bar=progress,
             cwd=str(notebook.parent),
         )
-        body = notebook_to_html(nbformat.read(str(tmp_nb), as_version=4))
+        body = notebook_to_html(nbformat.read(str(tmp_nb), as_version=4), exclude_input=exclude_input)
         tmp_html = html.with_name(f".{html.name}.tmp-{os.getpid()}")
         tmp_html.write_text(body, encoding="utf-8")
         os.replace(tmp_nb, executed)

@@ -94,15 +94,20 @@ def _exporter_class():
     return OfflineHTMLExporter
 
 
-def notebook_to_html(nb: nbformat.NotebookNode) -> str:
+def notebook_to_html(nb: nbformat.NotebookNode, exclude_input: bool = False) -> str:
     """An offline HTML page for an executed notebook: the ``lab`` look, math as MathML, and no
-    resource outside the file (images are embedded as data URIs by nbconvert already)."""
+    resource outside the file (images are embedded as data URIs by nbconvert already).
+    ``exclude_input=True`` leaves the code cells' sources and prompts out: a report that reads as a
+    document (the executed notebook beside it keeps the code)."""
     from jinja2 import DictLoader
 
     exporter = _exporter_class()(
         template_name="lab",
         template_file="workbench_offline.html.j2",
         extra_loaders=[DictLoader({"workbench_offline.html.j2": TEMPLATE})],
+        exclude_input=exclude_input,
+        exclude_input_prompt=exclude_input,
+        exclude_output_prompt=exclude_input,
     )
     body, _ = exporter.from_notebook_node(nb)
     return body

@@ -293,8 +293,10 @@ def explain(
 
 def render_report(results: ExplainResults, progress: bool = False) -> tuple[Path, Path]:
     """Execute the report notebook (``workbench/explain/report.ipynb``) on ``results`` with papermill and
-    export it to a self-contained HTML file (:func:`workbench.cli.main.run_notebook`)."""
+    export it to a self-contained HTML file (:func:`workbench.cli.main.run_notebook`) that reads as a document:
+    the code stays in the executed ``report.ipynb`` beside it."""
     from workbench.cli.main import run_notebook
 
     with resources.as_file(resources.files("workbench.explain").joinpath("report.ipynb")) as template:
-        return run_notebook(template, {"results": str(results.out.resolve())}, results.out, progress=progress)
+        return run_notebook(template, {"results": str(results.out.resolve())}, results.out, progress=progress,
+                            exclude_input=True)  # fmt: skip
