@@ -6,7 +6,11 @@ batch) on the zoo CNN at 64 px and on a timm resnet18 at 224 px (random weights:
 depend on them). Each batch size is timed in alternation with the others (median of ``repeats``), on
 the same total number of rows.
 
-Run: python benchmarks/batch_size.py [--quick]
+Each table is measured at 1 and at 2 intra-op threads (``make test`` runs each of its two pytest-xdist
+workers on one). The passes go through ``forward_fn``, which feeds a workbench Model channels-last
+batches on a CPU (see ``workbench.models.scoring``).
+
+Run: python benchmarks/batch_size.py [--quick] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -38,10 +42,11 @@ def measure(model, size: int, batch_sizes: list[int], rows: int, repeats: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rows and repeats")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="intra-op thread counts")
     args = parser.parse_args()
     print(machine())
     cases = [
-        ("zoo:resnet_textures", 64, [16, 32, 64, 128, 256, 512], 1024),
+        ("zoo:resnet_textures", 64, [8, 16, 32, 64, 128, 256, 512], 1024),
         ("timm:resnet18 (random weights)", 224, [8, 16, 32, 64, 128, 256], 256),
     ]
     for name, size, sizes, rows in cases:
@@ -50,10 +55,15 @@ def main() -> None:
         else:
             model = load_model("timm:resnet18")  # random init: never downloads
         rows = rows // 2 if args.quick else rows
-        print(f"\n{name}, {size} px, {rows} rows per timing")
-        print(
-            table(measure(model, size, sizes, rows, repeats=2 if args.quick else 3), ["batch_size", "rows/s"])
-        )
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            print(f"\n{name}, {size} px, {rows} rows per timing, {threads} thread(s)")
+            print(
+                table(
+                    measure(model, size, sizes, rows, repeats=2 if args.quick else 3),
+                    ["batch_size", "rows/s"],
+                )
+            )
 
 
 if __name__ == "__main__":

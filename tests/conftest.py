@@ -47,21 +47,11 @@ def shapes_small():
     return planted_shapes(64, size=64, seed=123)
 
 
-# The modules that take minutes (measured with `make test`, pytest-xdist, 2 workers), longest first. Under
-# `--dist worksteal` each worker starts with half of the collection, in order, and an idle worker takes
-# tests from the other's queue, so starting with these leaves short tests for the end of the run.
-LONGEST_FIRST = (
-    "test_notebooks.py",
-    "test_attribution_localization.py",
-    "test_explorer_browser.py",
-    "test_featviz_zoo.py",
-    "test_explain.py",
-    "test_attribution_xplique.py",
-    "test_binder.py",
-)
-
-
 def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    # a stable sort by module keeps each module's tests together (module fixtures are built once)
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    # Under pytest-xdist: two halves of equal count and about equal time, each longest first (see
+    # tests/xdist_order.py). A serial run keeps the collection order.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        from xdist_order import balanced_order
+
+        items[:] = balanced_order(items, workers)

@@ -55,7 +55,12 @@ def default_batch_size(size: tuple[int, int] | int, device: torch.device | str |
     ========================  =====  =====  =====  =====  =====  =====  =====
     zoo CNN, 64 px              .     559    583    586    570    374    284
     timm resnet18, 224 px      38.3   34.2   30.2   27.0   25.8   25.5    .
+    zoo CNN, 64 px, 1 thread   289    298    304    299    299    198    154
+    resnet18, 224 px, 1 thr.   19.6   17.8   15.9   14.3   13.1   13.5    .
     ========================  =====  =====  =====  =====  =====  =====  =====
+
+    (The 1-thread rows: contiguous batches, 2026-12-03; the zoo CNN's first column is batch 8. On one
+    thread the plateau is flat from 8 to 128 rows at 64 px, so the same rule serves.)
 
     On a CPU the rate peaks once a batch's activations fill the cache and falls beyond it (the zoo CNN
     runs 1.6x slower at 256 rows than at 64; resnet18 1.5x slower at 256 than at 8), so the best batch

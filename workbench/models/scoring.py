@@ -29,6 +29,31 @@ __all__ = [
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _channels_last_on_cpu(net: Forward) -> Forward:
+    """``net`` fed channels-last batches on a CPU when no gradient is recorded.
+
+    oneDNN's convolutions run faster on channels-last input: measured with the Sobol/HSIC/RISE pipeline
+    (``benchmarks/batch_size.py``), 1.2x on the zoo CNNs and on resnet18 at one thread and 1.4x at two;
+    a ViT is unchanged. The logits agree to float rounding (4e-6 on logits of about 19). Only for the
+    black-box methods' no-grad passes: with gradients, an input gradient in channels-last strides would
+    reach code that ``view``s it. A network that cannot take strided input (a ``view`` on its input)
+    is called as before from then on.
+    """
+    state = {"channels_last": True}
+
+    def call(x: torch.Tensor) -> torch.Tensor:
+        if state["channels_last"] and x.dim() == 4 and x.device.type == "cpu" and not torch.is_grad_enabled():
+            try:
+                return net(x.contiguous(memory_format=torch.channels_last))
+            except RuntimeError as err:
+                if "view" not in str(err):
+                    raise
+                state["channels_last"] = False
+        return net(x)
+
+    return call
+
+
 def forward_fn(model: Model | nn.Module | Forward) -> Forward:
     """The callable that maps (N, C, H, W) to (N, K) scores, without per-call validation.
 
@@ -36,7 +61,7 @@ def forward_fn(model: Model | nn.Module | Forward) -> Forward:
     boundary); plain modules and callables get their inputs as they are.
     """
     if isinstance(model, Model):
-        return lambda x: model(x, check=False)
+        return _channels_last_on_cpu(lambda x: model(x, check=False))
     if callable(model):
         return model
     raise ValueError(
@@ -53,7 +78,7 @@ def normalize_and_net(model: Model | nn.Module | Forward) -> tuple[Forward, Forw
     a pixel before or after it gives the same value. Other models get the identity.
     """
     if isinstance(model, Model):
-        return model.normalize, model.net
+        return model.normalize, _channels_last_on_cpu(model.net)
     return (lambda x: x), forward_fn(model)
 
 
