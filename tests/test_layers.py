@@ -27,7 +27,18 @@ ALLOWED = {
     "featviz": {"_core", "models", "data", "featviz"},
     # the pipeline over every method package; "cli" only for the one notebook runner (run_notebook) that
     # renders its report, imported when the report is rendered
-    "explain": {"_core", "models", "data", "metrics", "attribution", "concepts", "sae", "featviz", "explain", "cli"},
+    "explain": {
+        "_core",
+        "models",
+        "data",
+        "metrics",
+        "attribution",
+        "concepts",
+        "sae",
+        "featviz",
+        "explain",
+        "cli",
+    },
 }
 UI = {"panel", "holoviews", "bokeh", "ipywidgets"}
 
