@@ -28,10 +28,8 @@ tour: $(STAMP)
 # Whole suite: unit tests, notebooks (papermill, scale=ci) and browser tests (headless Chromium).
 test: $(STAMP) chromium
 	$(VENV)/bin/ruff check workbench tests benchmarks
-	# two workers for the compute; then the browser tests alone, whose timings (a live preview, a stop, a
-	# kernel round trip) do not survive a second worker keeping the other core busy
-	$(PY) -m pytest -q -n 2 --dist worksteal -m "not browser" --durations=40
-	$(PY) -m pytest -q -m browser --durations=10
+	# two workers, one core each; tests/xdist_order.py deals them halves of equal time
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=40
 
 quick: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

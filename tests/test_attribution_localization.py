@@ -14,7 +14,8 @@ scores about 0.77. Threshold 0.6 for Sobol, HSIC, RISE and Grad-CAM, as the issu
 
 Measured (seed 5000, 2 CPU cores, about 6 minutes): saliency 0.533, gradient_input 0.615,
 integrated_gradients 0.727, smoothgrad 0.342, gradcam 0.673, gradcam_pp 0.657, occlusion 0.711,
-rise 0.624, lime 0.581, kernel_shap 0.623, sobol 0.825 (0.836 at the default nb_design 32), hsic 0.698;
+rise 0.624, lime 0.581, kernel_shap 0.623, sobol 0.825 (0.836 at the default nb_design 32, 0.822 at the
+nb_design 8 used here, measured 2026-12-03), hsic 0.698;
 uniform map 0.156. (Measured with one seed for the whole sequence of methods; each method now starts from
 seed 0 and its own images, so that the two pytest-xdist workers can share them: the asserts hold.)
 """
@@ -28,10 +29,10 @@ import workbench.attribution as A
 from workbench.metrics import energy_in_mask
 
 # Budgets: the reference defaults, except RISE (1,000 masks instead of 4,000), KernelSHAP (256
-# coalitions instead of 800) and Sobol (nb_design 16 instead of 32: 1,056 passes per image instead of
+# coalitions instead of 800) and Sobol (nb_design 8 instead of 32: 528 passes per image instead of
 # 2,112), cut to keep this test within a few CPU minutes (at the defaults Sobol alone took 4.7 of its 10
 # minutes). The three estimators are Monte-Carlo / quasi-Monte-Carlo averages: fewer samples add noise,
-# not bias.
+# not bias; Sobol's energy moves from 0.836 (32) to 0.825 (16) and 0.822 (8), far above 0.6.
 METHODS = {
     "saliency": {},
     "gradient_input": {},
@@ -43,7 +44,7 @@ METHODS = {
     "rise": {"n_masks": 1000},
     "lime": {},
     "kernel_shap": {"n_samples": 256},
-    "sobol": {"nb_design": 16},
+    "sobol": {"nb_design": 8},
     "hsic": {},
 }
 REQUIRED = ("sobol", "hsic", "rise", "gradcam")
