@@ -47,9 +47,11 @@ def shapes_small():
     return planted_shapes(64, size=64, seed=123)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     # Under pytest-xdist: two halves of equal count and about equal time, each longest first (see
-    # tests/xdist_order.py). A serial run keeps the collection order.
+    # tests/xdist_order.py). A serial run keeps the collection order. Last, after `-m` has deselected
+    # (make test runs `-m "not browser"`): the halves must be equal among the tests that run.
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         from xdist_order import balanced_order

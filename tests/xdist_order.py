@@ -62,7 +62,7 @@ PER_MODULE = {
     "test_docs.py": 14,
     "test_sae_blindspots_zoo.py": 11,
     "test_models.py": 10,
-    # browser tests (their waits overlap the other worker's compute)
+    # browser tests (make test runs them alone, after the two workers; these serve a plain `pytest -n 2`)
     "test_voila_tour_browser.py": 40,
     "test_explorer_browser.py": 50,
     "test_featviz_canvas_browser.py": 25,
