@@ -239,3 +239,41 @@ def test_a_dictionary_of_a_few_images_trains_on_all_their_rows():
         assert d.stats.image_max.shape == (2, BUDGETS["n_atoms"])
     finally:
         s.close()
+
+
+def test_a_queued_map_is_found_while_another_thread_adds_requests(model, data):
+    """Several front ends share one session (every page of a served Explorer): while a job looks up the
+    queued map it needs, another thread adds entries to the cache. The lookup must not iterate the cache
+    unlocked ("dictionary changed size during iteration" failed a fidelity job that way, and its page never
+    showed its fidelity board). Padding the cache makes the lookup long enough for the other thread to land
+    inside it every time without the lock."""
+    from concurrent.futures import Future
+
+    s = ExploreSession(model, data.images[:3], **BUDGETS)
+    gate = threading.Event()
+    try:
+        s._worker.submit(lambda report: gate.wait(60), "hold", priority=-10)
+        with s._lock:
+            for n in range(200_000):
+                s._cache[("pad", n)] = Future()
+        fut = s.attribution(1, "saliency")  # queued behind the held job, after the padding
+        stop = threading.Event()
+
+        def add_requests():
+            n = 0
+            while not stop.is_set():
+                with s._lock:
+                    s._cache[("added", n)] = Future()
+                n += 1
+
+        adder = threading.Thread(target=add_requests)
+        adder.start()
+        try:
+            amap = s._need(fut)  # claims the queued job and computes it here
+        finally:
+            stop.set()
+            adder.join()
+        assert torch.equal(amap, saliency(model, data.images[1:2], s.predictions[1:2])[0])
+    finally:
+        gate.set()
+        s.close()

@@ -295,21 +295,22 @@ class ExploreSession:
                 self.hits += count
                 return fut
             self.misses += count
+
+            def job(report: Callable[[int, int], None]) -> Any:
+                self.calls[kind] += 1
+                return compute(report)
+
             fut = self._cache[key] = Future()
-
-        def job(report: Callable[[int, int], None]) -> Any:
-            self.calls[kind] += 1
-            return compute(report)
-
-        self._jobs[key] = (job, task)
+            self._jobs[key] = (job, task)
         return self._worker.submit(job, task, PRIORITY[kind], future=fut)
 
     def _need(self, fut: Future) -> Any:
         """The result of ``fut`` from inside a job: computed now if it is still queued."""
         if fut.done():
             return fut.result()
-        key = next(k for k, f in self._cache.items() if f is fut)
-        job, task = self._jobs[key]
+        with self._lock:  # a front end's thread may add entries meanwhile (several pages share a session)
+            key = next(k for k, f in self._cache.items() if f is fut)
+            job, task = self._jobs[key]
         return self._worker.run_claimed(fut, job, task)
 
     def _check_index(self, index: int) -> int:
