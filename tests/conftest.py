@@ -9,10 +9,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # hub weights are never fetched by tests
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Under pytest-xdist (`make test` runs `-n 2`), each worker owns one core: one intra-op thread here and
-    # in what it starts (notebook kernels, servers, torchrun children inherit the environment). Two
-    # processes of one thread beat one of two on this suite's small batches, and the waits of one worker
-    # (a kernel starting, a browser rendering) overlap the other's compute.
+    # Under pytest-xdist (`make test` runs `-n 3` on two cores): one intra-op thread per worker, here and in
+    # what it starts (notebook kernels, servers, torchrun children inherit the environment). Processes of
+    # one thread beat one of two on this suite's small batches, and the waits of one worker (a kernel
+    # starting, a browser rendering) overlap the others' compute.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     torch.set_num_threads(1)
@@ -49,9 +49,9 @@ def shapes_small():
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    # Under pytest-xdist: two halves of equal count and about equal time, each longest first (see
-    # tests/xdist_order.py). A serial run keeps the collection order. Last, after `-m` has deselected
-    # (make test runs `-m "not browser"`): the halves must be equal among the tests that run.
+    # Under pytest-xdist: one block per worker, of equal count and about equal time, each longest first
+    # (see tests/xdist_order.py). A serial run keeps the collection order. Last, after `-m` has deselected
+    # (`-m "not slow"`, say): the blocks must be equal among the tests that run.
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         from xdist_order import balanced_order

@@ -1,14 +1,14 @@
-"""The order `make test` hands the suite to its two pytest-xdist workers (`--dist worksteal`).
+"""The order `make test` hands the suite to its pytest-xdist workers (`--dist worksteal`, three of them).
 
-Work stealing gives the first worker the first half of the collection (by count) and the second the
-rest; a worker that runs dry takes the back half of the other's queue. So the run ends together when
-each half starts with its share of the long tests and ends with short ones. `balanced_order` builds those
-halves: the long tests are dealt longest first to the half with less work (the LPT rule), the rest of
-the suite fills the halves to equal counts, and each half runs longest first.
+Work stealing gives each of the n workers a contiguous block of the collection (equal counts, in order);
+a worker that runs dry takes the back half of another's queue. So the run ends together when each block
+starts with its share of the long tests and ends with short ones. `balanced_order` builds those blocks:
+the long tests are dealt longest first to the block with less work (the LPT rule), the rest of the suite
+fills the blocks to equal counts, and each block runs longest first.
 
 A module whose tests share an expensive module fixture stays in one piece; only the modules listed in
 `PER_TEST` (cheap fixtures, minutes per test) are dealt test by test. The seconds below were measured
-with `--durations` in CI (2 cores, one thread per worker); a stale figure costs balance, never a result.
+with `--durations` (2 cores, one thread per worker); a stale figure costs balance, never a result.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ PER_TEST = {
     },
     "test_notebooks.py": {
         "test_notebook_runs_at_ci_scale[11_hsic_attribution]": 170,
-        "test_notebook_runs_at_ci_scale[40_maco]": 135,
+        "test_notebook_runs_at_ci_scale[40_maco]": 80,
         "test_notebook_runs_at_ci_scale[13_mege_reco]": 106,
         "test_notebook_runs_at_ci_scale[14_back_to_the_baseline]": 70,
         "test_notebook_runs_at_ci_scale[20_craft]": 67,
@@ -62,7 +62,7 @@ PER_MODULE = {
     "test_docs.py": 14,
     "test_sae_blindspots_zoo.py": 11,
     "test_models.py": 10,
-    # browser tests (make test runs them alone, after the two workers; these serve a plain `pytest -n 2`)
+    # browser tests
     "test_voila_tour_browser.py": 40,
     "test_explorer_browser.py": 50,
     "test_featviz_canvas_browser.py": 25,
