@@ -10,12 +10,12 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	# torch first, from the exact pins: pip takes the local wheels on these machines. --no-compile: pip
-	# byte-compiles every file it installs (46 s of the 114 s measured); the import below compiles what
-	# the project uses, once (13 s), and Python compiles the rest when first imported
-	$(PY) -m pip install -q --no-compile -c constraints.txt torch torchvision
-	$(PY) -m pip install -q --no-compile -c constraints.txt -e ".[all]"
-	$(PY) -c "import torch, torchvision, timm, panel, holoviews, papermill, workbench.widgets, workbench.featviz"
+	# torch first, from the exact pins: pip takes the local wheels on these machines. pip byte-compiles
+	# what it installs (46 s of the 114 s): keep it, these machines set PYTHONDONTWRITEBYTECODE=1, so a
+	# module left uncompiled is compiled again by every process that imports it (a fresh clone without it:
+	# 1,320 s of tests instead of 1,110 s)
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e ".[all]"
 	touch $(STAMP)
 
 setup: $(STAMP)
