@@ -243,10 +243,9 @@ def test_a_dictionary_of_a_few_images_trains_on_all_their_rows():
 
 def test_a_queued_map_is_found_while_another_thread_adds_requests(model, data):
     """Several front ends share one session (every page of a served Explorer): while a job looks up the
-    queued map it needs, another thread adds entries to the cache. The lookup must not iterate the cache
-    unlocked ("dictionary changed size during iteration" failed a fidelity job that way, and its page never
-    showed its fidelity board). Padding the cache makes the lookup long enough for the other thread to land
-    inside it every time without the lock."""
+    queued map it needs, another thread adds entries to the cache. A lookup that scanned the cache unlocked
+    failed here with "dictionary changed size during iteration" (the padding makes such a scan long enough
+    for the other thread to land inside it every time); the job is now found from its future directly."""
     from concurrent.futures import Future
 
     s = ExploreSession(model, data.images[:3], **BUDGETS)

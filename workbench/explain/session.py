@@ -225,7 +225,7 @@ class ExploreSession:
         self._image_keys = [_digest(x) for x in self.images]
         self._set_key = _digest(self._image_keys)
         self._cache: dict[tuple, Future] = {}
-        self._jobs: dict[tuple, tuple[Callable, str]] = {}
+        self._jobs: dict[Future, tuple[Callable, str]] = {}  # a queued future's job, for _need
         self._lock = threading.Lock()
         self.hits = self.misses = 0
         self.calls: Counter[str] = Counter()  # computations actually run, by kind
@@ -301,7 +301,7 @@ class ExploreSession:
                 return compute(report)
 
             fut = self._cache[key] = Future()
-            self._jobs[key] = (job, task)
+            self._jobs[fut] = (job, task)
         return self._worker.submit(job, task, PRIORITY[kind], future=fut)
 
     def _need(self, fut: Future) -> Any:
@@ -309,8 +309,7 @@ class ExploreSession:
         if fut.done():
             return fut.result()
         with self._lock:  # a front end's thread may add entries meanwhile (several pages share a session)
-            key = next(k for k, f in self._cache.items() if f is fut)
-            job, task = self._jobs[key]
+            job, task = self._jobs[fut]
         return self._worker.run_claimed(fut, job, task)
 
     def _check_index(self, index: int) -> int:
