@@ -130,6 +130,50 @@ def test_the_page_answers_while_the_worker_is_busy(explorer):
     fresh.close()
 
 
+def test_served_results_touch_the_document_on_the_server_loop_only(explorer):
+    """Under ``panel serve`` results are computed on the worker thread; the Bokeh document they update may only
+    be touched from the server's loop thread: a next-tick callback added from another thread while Panel flushes
+    the document's held events (it does so around every model update) can be lost, and a view then never fills
+    in (how the served browser test once waited 300 s for a fidelity board that never came). A stand-in document
+    records the thread of each call; the "server loop" is an asyncio loop on its own thread."""
+    import asyncio
+
+    class Document:
+        def __init__(self):
+            self.calls = []
+
+        def add_next_tick_callback(self, fn):
+            self.calls.append((threading.current_thread(), fn))
+
+    ex = explorer
+    loop = asyncio.new_event_loop()
+    server = threading.Thread(target=loop.run_forever, daemon=True)
+    server.start()
+    saved = ex._doc, ex._loop, ex._loop_thread
+    doc = Document()
+    ex._doc, ex._loop, ex._loop_thread = doc, loop, server
+    try:
+        fns = [lambda k=k: k for k in range(50)]
+        workers = [
+            threading.Thread(target=ex._dispatch, args=(fn,)) for fn in fns
+        ]  # the worker threads' hand-off
+        for t in workers:
+            t.start()
+            t.join()
+        ex._dispatch(lambda: None)  # from this (not the loop's) thread too
+        deadline = time.monotonic() + 10
+        while len(doc.calls) < 51 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(doc.calls) == 51
+        assert all(thread is server for thread, _fn in doc.calls), {t.name for t, _fn in doc.calls}
+        assert [fn() for _t, fn in doc.calls[:50]] == list(range(50))  # in the order they were handed over
+    finally:
+        ex._doc, ex._loop, ex._loop_thread = saved
+        loop.call_soon_threadsafe(loop.stop)
+        server.join(5)
+        loop.close()
+
+
 def test_bad_arguments(explorer):
     with pytest.raises(ValueError, match="images"):
         Explorer("zoo:resnet_textures")

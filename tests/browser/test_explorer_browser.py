@@ -58,9 +58,11 @@ def _views_show(page, i: int, class_name: str, timeout: int = 120_000, log: Path
         _check_views(page, i, class_name, timeout)
     except Exception as err:
         shown = {}
-        for name in (".wb-ex-status", ".wb-ex-where", ".wb-ex-what"):
+        # the views' own elements (a CSS locator reaches into each pane's shadow root; the columns' text does not)
+        for name in (".wb-ex-status", ".wb-ex-wait", ".wb-ex-error", ".wb-ex-where .wb-detail-info",
+                     ".wb-ex-where .wb-metrics-board", ".wb-concept-gallery .wb-title"):  # fmt: skip
             try:
-                shown[name] = page.locator(name).first.inner_text(timeout=5_000)[:600]
+                shown[name] = [t[:300] for t in page.locator(name).all_inner_texts()]
             except Exception as why:  # noqa: BLE001 - a report, not a check
                 shown[name] = f"<unreadable: {type(why).__name__}>"
         tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""

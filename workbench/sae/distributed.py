@@ -7,6 +7,7 @@ batch's, equal to a 1-process run's, at no per-step communication.
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -24,8 +25,19 @@ def join_process_group() -> tuple[int, int, bool]:
         return dist.get_rank(), dist.get_world_size(), False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # Leave the group we joined before the interpreter finalizes, even if the script never does: a gloo
+        # group torn down during finalization can abort its process ("terminate called without an active
+        # exception", SIGABRT; seen once on rank 1 of tests/test_sae_training.py's DDP test in a full suite).
+        atexit.register(_leave_process_group)
         return dist.get_rank(), dist.get_world_size(), True
     return 0, 1, False
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_mean(t: torch.Tensor, world: int) -> torch.Tensor:
