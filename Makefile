@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# 59 s where pip took 100 s (torch first, then the rest; measured side by side, empty caches).
 	# --compile-bytecode: these machines set PYTHONDONTWRITEBYTECODE=1, so a module left uncompiled is
 	# compiled again by every process that imports it (a fresh clone without it: 1,320 s of tests instead
-	# of 1,110 s). The venv keeps pip (tests/venvs.py builds its install checks with it).
-	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode -c constraints.txt torch torchvision -e ".[all]"
+	# of 1,110 s). --system-certs: the machine's certificate store, the one pip uses (PIP_CERT). The venv keeps
+	# pip (tests/venvs.py builds its install checks with it).
+	$(VENV)/bin/uv pip install -q --python $(PY) --system-certs --compile-bytecode -c constraints.txt \
+		torch torchvision -e ".[all]"
 	touch $(STAMP)
 
 setup: $(STAMP)
