@@ -154,9 +154,8 @@ def test_served_results_touch_the_document_on_the_server_loop_only(explorer):
     ex._doc, ex._loop, ex._loop_thread = doc, loop, server
     try:
         fns = [lambda k=k: k for k in range(50)]
-        workers = [
-            threading.Thread(target=ex._dispatch, args=(fn,)) for fn in fns
-        ]  # the worker threads' hand-off
+        # the hand-off from worker threads, one after the other
+        workers = [threading.Thread(target=ex._dispatch, args=(fn,)) for fn in fns]
         for t in workers:
             t.start()
             t.join()

@@ -34,8 +34,6 @@ suite computes each figure once.
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 
@@ -54,21 +52,21 @@ def zoo():
     return {name: load_model(f"zoo:{name}") for name in ("resnet_textures", "resnet_shapes")}
 
 
-@functools.cache
-def _data_max(name: str) -> torch.Tensor:
-    model = load_model(f"zoo:{name}")
-    data = planted_shapes(
-        model.card["data"]["n_test"], size=64, seed=model.card["data"]["test_seed"], **ZOO[name].data
-    )
-    with torch.inference_mode():
-        acts = [model.activations(b, [LAYER])[LAYER].mean((2, 3)) for b in data.images.split(500)]
-    return torch.cat(acts).amax(0)
+_DATA_MAX: dict[str, torch.Tensor] = {}  # by zoo name: two tests of this module use resnet_shapes's
 
 
 def data_max(model) -> torch.Tensor:
     """Each channel's largest mean activation in ``layer4`` over the model's own 2,000 test images
-    (computed once per model: two tests of this module use ``resnet_shapes``'s)."""
-    return _data_max(model.spec.split(":", 1)[1])
+    (computed once per model)."""
+    name = model.spec.split(":", 1)[1]
+    if name not in _DATA_MAX:
+        data = planted_shapes(
+            model.card["data"]["n_test"], size=64, seed=model.card["data"]["test_seed"], **ZOO[name].data
+        )
+        with torch.inference_mode():
+            acts = [model.activations(b, [LAYER])[LAYER].mean((2, 3)) for b in data.images.split(500)]
+        _DATA_MAX[name] = torch.cat(acts).amax(0)
+    return _DATA_MAX[name]
 
 
 @pytest.mark.parametrize("name", list(CHANNEL_STEPS))

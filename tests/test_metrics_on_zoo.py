@@ -16,9 +16,9 @@ def test_sobol_beats_a_random_map_on_deletion_and_insertion():
 
     Measured: deletion Sobol 0.367 vs random grid 0.633; insertion 0.910 vs 0.640; Sobol ahead on 12 and
     11 of the 12 images (nb_design 16, twice the passes: 0.316 and 0.913, 12 and 12). (A random *pixel*
-    map scores 0.324 on deletion, as low as Sobol at nb_design 16: blacking out scattered pixels everywhere destroys a texture
-    as fast as removing the object, which is why FORGrad tunes sigma by insertion; its insertion is
-    0.344.) Asserted with margins of about half the gaps: deletion lower by 0.15 and insertion higher by
+    map scores 0.324 on deletion, as low as Sobol at nb_design 16: blacking out scattered pixels
+    everywhere destroys a texture as fast as removing the object, which is why FORGrad tunes sigma by
+    insertion; its insertion is 0.344.) Asserted with margins of about half the gaps: deletion lower by 0.15 and insertion higher by
     0.15, and each on at least 10 of the 12 images."""
     from workbench.attribution import sobol
     from workbench.data import planted_shapes
