@@ -65,7 +65,10 @@ def _views_show(page, i: int, class_name: str, timeout: int = 120_000, log: Path
                 shown[name] = [t[:300] for t in page.locator(name).all_inner_texts()]
             except Exception as why:  # noqa: BLE001 - a report, not a check
                 shown[name] = f"<unreadable: {type(why).__name__}>"
-        tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+        lines = log.read_text(errors="replace").splitlines() if log is not None and log.exists() else []
+        tail = "\n".join(
+            ([ln for ln in lines if "Explorer" not in ln] + [ln for ln in lines if "Explorer" in ln])[-120:]
+        )
         raise AssertionError(
             f"views of image {i} incomplete: {err}\npage: {shown}\nserver log:\n{tail}"
         ) from err

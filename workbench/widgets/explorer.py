@@ -245,7 +245,10 @@ class Explorer(LayoutViewer):
             self._pending += 1
 
         def done(f: Future) -> None:
+            _LOG.debug("Explorer %x: %s result of image %s handed over", id(self), kind or "a", index)
+
             def apply() -> None:
+                _LOG.debug("Explorer %x: %s result of image %s applied", id(self), kind or "a", index)
                 try:
                     err = f.exception()
                     if err is None:
@@ -278,6 +281,7 @@ class Explorer(LayoutViewer):
         self._dispatch(render)
 
     def _detach(self) -> None:
+        _LOG.debug("Explorer %x: detached from its page", id(self))
         self._attached = False
         self.session.off_progress(self._on_progress)
 
@@ -395,7 +399,10 @@ class Explorer(LayoutViewer):
     def _show_fidelity(self, scores: dict[str, Any], i: int) -> None:
         av = self.attribution_viewer
         if not self._current(i) or av is None or self._where_index != i or self.metrics_board is not None:
+            _LOG.debug("Explorer %x: fidelity of image %s not shown (selected %s, viewer %s, where %s, board %s)",
+                       id(self), i, self.selected, av is not None, self._where_index, self.metrics_board is not None)  # fmt: skip
             return
+        _LOG.debug("Explorer %x: fidelity board of image %s shown", id(self), i)
         av.curves = {m: {"deletion": f.deletion, "insertion": f.insertion} for m, f in scores.items()}
         av.metrics = {m: {"MuFidelity": f.mufidelity} for m, f in scores.items()}
         self.metrics_board = MetricsBoard({m: f.scores() for m, f in scores.items()},

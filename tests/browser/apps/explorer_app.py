@@ -37,7 +37,11 @@ def make_session(n: int = N, seed: int = SEED):
 
 
 if __name__.startswith("bokeh"):  # run by `panel serve`
+    import logging
+
     torch.set_num_threads(1)
+    # the Explorer's hand-offs in the server's log (the browser test prints its tail on a timeout)
+    logging.getLogger("workbench.widgets.explorer").setLevel(logging.DEBUG)
     import panel as pn
 
     from workbench.widgets import Explorer
