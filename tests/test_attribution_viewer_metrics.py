@@ -336,3 +336,24 @@ def test_data_axis_is_round_and_tight(values, want):
     assert got == pytest.approx(want, abs=1e-12)  # exact up to float rounding of the step multiples
     lo, hi = min(values), max(values)
     assert got[0] <= lo and got[1] >= hi and (hi == lo or (hi - lo) / (got[1] - got[0]) >= 2 / 3)
+
+
+def test_ids_number_the_images_in_every_caption(data, maps, curves):
+    """A viewer of a few images of a larger dataset (the Explorer's: one image) says their dataset
+    numbers, not their positions, while select() keeps taking positions."""
+    per_image = {m: {"score": torch.arange(N, dtype=torch.float32)} for m in maps}
+    v = AttributionViewer(
+        data.images, maps, curves=curves, metrics=per_image, ids=[10 + 3 * i for i in range(N)]
+    )
+    v.select(2)
+    assert "Image #16" in v._detail_info.object and "Image #2" not in v._detail_info.object
+    html = v._metrics_pane.object
+    assert "Deletion \u00b7 image #16" in html and "Per-image metrics: image #16" in html
+    assert 'data-index="2"' in html  # the curves and values are still those of position 2
+    assert v._grid.rows[1]["caption"].startswith("#13") and v._grid.rows[1]["id"] == 13
+    assert v._grid.rows[1]["alt"].startswith("Image 13")
+    for bad, match in (([1, 1, 2, 3, 4, 5], "distinct"), ([0, 1, 2], "6 non-negative integers"),
+                       ([0.5] * 6, "non-negative integers"), ([-1, 0, 1, 2, 3, 4], "non-negative"),
+                       ("abc", "expected a list of 6 image numbers")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            AttributionViewer(data.images, maps, ids=bad)

@@ -42,6 +42,7 @@ from workbench.widgets.checks import (
     check_bool_array,
     check_class_indices,
     check_class_names,
+    check_image_ids,
     check_image_names,
     check_index,
     check_maps,
@@ -128,6 +129,10 @@ class AttributionViewer(PagedViewer):
     names
         (N,) names of the images (e.g. the names :func:`workbench.data.sample_images` returns), shown
         in place of the index under each image and after it in the detail view.
+    ids
+        (N,) distinct non-negative integers the images are numbered by in captions and titles (default
+        0 ... N-1): e.g. their indices in the dataset a viewer of a few of its images comes from.
+        :meth:`select` and ``selected`` still take positions 0 ... N-1.
     curves
         ``{method: {kind: curves}}``, ``kind`` usually "deletion" and "insertion", the curves a
         :class:`~workbench.metrics.causal_fidelity.CausalFidelity` (what ``deletion`` and
@@ -197,6 +202,7 @@ class AttributionViewer(PagedViewer):
         title: str = "Attribution maps",
         curves: Mapping[str, Mapping[str, Any]] | None = None,
         names: Sequence[str] | None = None,
+        ids: Sequence[int] | None = None,
         **params: Any,
     ):
         ensure_extension()
@@ -211,6 +217,7 @@ class AttributionViewer(PagedViewer):
 
         self.n, self.image_hw = int(n), (int(h), int(w))
         self.names = check_image_names(names, self.n)
+        self.ids = check_image_ids(ids, self.n) or list(range(self.n))
         self.maps, self.signed = check_maps(maps_by_method, self.n, self.image_hw)
         self.method_names = list(self.maps)
         self.masks = (
@@ -361,7 +368,7 @@ class AttributionViewer(PagedViewer):
         label = None if self.labels is None else self.class_names[self.labels[i]]
         pred = None if self.predictions is None else self.class_names[self.predictions[i]]
         return image_captions(
-            i, label, pred, None if label is None or pred is None else label == pred,
+            self.ids[i], label, pred, None if label is None or pred is None else label == pred,
             None if self.confidences is None else float(self.confidences[i]),
             None if self.names is None else self.names[i],
         )  # fmt: skip
@@ -370,7 +377,7 @@ class AttributionViewer(PagedViewer):
         size = self.detail_size if detail else self.cell_size
         limit = 2 * self.payload_size if detail else self.payload_size
         return {
-            "index": i, "src": self._payloads.image_src(i, size), **self._captions(i),
+            "index": i, "id": self.ids[i], "src": self._payloads.image_src(i, size), **self._captions(i),
             "contour": self._payloads.contour_src(i) if detail and self.show_mask else "",
             "cells": {m: self._payloads.cell(i, m, limit) for m in self.shown_methods},
         }  # fmt: skip
@@ -505,8 +512,8 @@ class AttributionViewer(PagedViewer):
         self._grid.param.update(rows=rows, **(columns or {}))
         start = self.page * self.max_rows
         self._page_info.object = (
-            f'<span class="wb-pageinfo">Page {self.page + 1} / {self.n_pages} \u00b7 images {start}\u2013'
-            f"{min(start + self.max_rows, self.n) - 1}</span>"
+            f'<span class="wb-pageinfo">Page {self.page + 1} / {self.n_pages} \u00b7 images {self.ids[start]}\u2013'
+            f"{self.ids[min(start + self.max_rows, self.n) - 1]}</span>"
         )
         self._prev.disabled = self.page == 0
         self._next.disabled = self.page >= self.n_pages - 1
@@ -527,7 +534,7 @@ class AttributionViewer(PagedViewer):
         facts.append(f"{len(shown)} method{'s' if len(shown) != 1 else ''}")
         self._detail_info.object = (
             f'<div class="wb-detail-info" data-index="{i}" data-methods="{esc(",".join(shown))}">'
-            f'<span class="wb-detail-title">Image #{i}{"" if self.names is None else _SEP + esc(self.names[i])}</span>'
+            f'<span class="wb-detail-title">Image #{self.ids[i]}{"" if self.names is None else _SEP + esc(self.names[i])}</span>'
             f'<span class="wb-facts">{_SEP.join(facts)}</span></div>'
         )
         self._render_metrics()
@@ -536,7 +543,7 @@ class AttributionViewer(PagedViewer):
         """The metrics panel: the table and the curves of the shown methods for the selected image."""
         html_ = metrics_html(
             self._metrics, self._curves, self.shown_methods, self.colors, self.selected, self.n,
-            self.selected_method, self.curve_axis,
+            self.selected_method, self.curve_axis, label=self.ids[self.selected],
         )  # fmt: skip
         self._metrics_pane.object = html_
         self._metrics_pane.visible = bool(html_)

@@ -202,6 +202,21 @@ def check_image_names(names: Any, n: int) -> list[str] | None:
     return out
 
 
+def check_image_ids(ids: Any, n: int) -> list[int] | None:
+    """``ids``: the N distinct non-negative integers the images are numbered by (e.g. their indices in
+    the dataset a viewer of a few of its images comes from), or None (numbered 0 ... N-1)."""
+    if ids is None:
+        return None
+    if isinstance(ids, str) or not isinstance(ids, Sequence | np.ndarray | torch.Tensor):
+        raise ValueError(f"ids: expected a list of {n} image numbers, got {type(ids).__name__} {ids!r:.60}")
+    out = to_numpy(ids, "ids")
+    if out.shape != (n,) or not (np.issubdtype(out.dtype, np.integer) and (out >= 0).all()):
+        raise ValueError(f"ids: expected {n} non-negative integers (one per image), got {ids!r:.80}")
+    if len(set(out.tolist())) != n:
+        raise ValueError(f"ids: expected distinct numbers, got {ids!r:.80}")
+    return [int(v) for v in out]
+
+
 def check_sizes(**sizes: tuple[Any, int, int]) -> None:
     """Check layout sizes given as ``name=(value, lo, hi)``: each an integer in [lo, hi]."""
     for name, (value, lo, hi) in sizes.items():

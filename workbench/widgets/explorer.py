@@ -380,12 +380,12 @@ class Explorer(LayoutViewer):
         if not self._current(i):
             return
         s = self.session
-        name = s.names[i] if s.names is not None else f"image {i}"
         self.attribution_viewer = AttributionViewer(
             s.images[i : i + 1], {m: v[None] for m, v in maps.items()},
             masks=None if s.masks is None else s.masks[i : i + 1],
             labels=None if s.labels is None else s.labels[i : i + 1], predictions=s.predictions[i : i + 1],
-            class_names=s.class_names, names=[name], max_rows=1, cell_size=80, detail_size=140,
+            class_names=s.class_names, names=None if s.names is None else [s.names[i]], ids=[i], max_rows=1,
+            cell_size=80, detail_size=140,
             title=f"Attribution maps of image #{i} for its prediction",
         )  # fmt: skip
         self.metrics_board, self._where_index = None, i

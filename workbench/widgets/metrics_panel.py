@@ -341,12 +341,14 @@ def curves_html(
     n: int,
     focus: str | None,
     axis: str = "data",
+    label: int | None = None,
 ) -> str:
     """The curves section: per kind, a plot for image ``index`` and one of the mean over ``n`` images.
 
     ``axis`` sets the y axis of each plot: ``"data"`` fits the plotted curves, ``"relative"`` divides
     each curve by its image's clean score (:func:`clean_score`) and fits those, ``"fixed"`` is [0, 1]
-    for probabilities. The AUCs shown are always the metric's, of the curves as given.
+    for probabilities. The AUCs shown are always the metric's, of the curves as given. ``label`` is the
+    number the image goes by in the captions (default ``index``).
     """
     shown = [m for m in methods if m in curves]
     kinds = curve_kinds(curves, shown)
@@ -377,7 +379,9 @@ def curves_html(
             )  # the curves set the axis; bands are clipped to it
             title = esc(kind.capitalize())
             caption = (
-                f"{title} \u00b7 image #{index}" if scope == "image" else f"{title} \u00b7 mean of {n} images"
+                f"{title} \u00b7 image #{index if label is None else label}"
+                if scope == "image"
+                else f"{title} \u00b7 mean of {n} images"
             )
             figures.append(_plot(kind, scope, caption, series, ylim, focus, axis))
     hint = "click a method (row, legend, curve or column title) to highlight it"
@@ -400,9 +404,12 @@ def metrics_html(
     n: int,
     focus: str | None,
     axis: str = "data",
+    label: int | None = None,
 ) -> str:
     """The whole panel for image ``index``: the table of ``methods`` with metrics (their values, and
-    each curve kind's AUC), then the curves; "" when no shown method has either."""
+    each curve kind's AUC), then the curves; "" when no shown method has either. ``label`` is the
+    number the image goes by in the text (default ``index``)."""
+    label = index if label is None else label
     rows = [m for m in methods if m in metrics or m in curves]
     if not rows:
         return ""
@@ -424,7 +431,7 @@ def metrics_html(
             per_image = True
             mean = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
             return (
-                f'<td title="image #{index}; mean over the {n} images in grey">{fmt(float(v[index]))}'
+                f'<td title="image #{label}; mean over the {n} images in grey">{fmt(float(v[index]))}'
                 f'<span class="wb-mean">({fmt(mean)})</span></td>'
             )
         return f"<td>{fmt(v)}</td>"
@@ -447,7 +454,7 @@ def metrics_html(
         cells += [cell(curves[m][k].auc if k in curves.get(m, {}) else None) for k, _ in auc_cols]
         body.append(f'<tr data-method="{esc(m)}">{"".join(cells)}</tr>')
     note = (
-        f'<div class="wb-note">Per-image metrics: image #{index}, mean over all {n} images in brackets.</div>'
+        f'<div class="wb-note">Per-image metrics: image #{label}, mean over all {n} images in brackets.</div>'
         if per_image
         else ""
     )
@@ -456,4 +463,4 @@ def metrics_html(
         '<div class="wb-section">Metrics</div>'
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}</div>"
     )
-    return table + curves_html(curves, rows, colors, index, n, focus, axis)
+    return table + curves_html(curves, rows, colors, index, n, focus, axis, label)

@@ -115,7 +115,7 @@ export function render({ model, el }) {
     if (cell.kind === "block") { where = ` · mean of a ${cell.block} px block`; }
     readout.className = "wb-readout wb-live";
     readout.replaceChildren(
-      document.createTextNode(`${col.title} · image ${row.index} · (${pr}, ${pc}) = `),
+      document.createTextNode(`${col.title} · image ${row.id ?? row.index} · (${pr}, ${pc}) = `),
       Object.assign(document.createElement("b"), { className: "wb-value", textContent: fmt(v) }),
       document.createTextNode(where),
     );
