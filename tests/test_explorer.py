@@ -175,6 +175,54 @@ def test_served_results_touch_the_document_on_the_server_loop_only(explorer):
         loop.close()
 
 
+def test_served_results_wait_for_the_page_to_load(explorer):
+    """Panel 1.9 drops a layout's change made after the browser pulled the document but before the page's
+    onload (its hold drains those events, assuming the document is serialized later): reproduced with a bare
+    ``pn.Column`` served to Chromium, its new child never appeared when DocumentReady came 3 s after the pull,
+    and the served Explorer's fidelity board went missing that way in loaded test runs (the page's first render
+    is slow there). So results that arrive before the onload are held, then applied in order by it, on the
+    server's loop; later ones take the next tick as usual."""
+    import asyncio
+
+    class Document:
+        def __init__(self):
+            self.calls = []
+
+        def add_next_tick_callback(self, fn):
+            self.calls.append(fn)
+
+    ex = explorer
+    loop = asyncio.new_event_loop()
+    server = threading.Thread(target=loop.run_forever, daemon=True)
+    server.start()
+    saved = ex._doc, ex._loop, ex._loop_thread, ex._page_ready
+    doc, applied = Document(), []
+    ex._doc, ex._loop, ex._loop_thread, ex._page_ready = doc, loop, server, False
+    try:
+        for k in range(5):  # results from the worker before the page loaded
+            t = threading.Thread(
+                target=ex._dispatch, args=(lambda k=k: applied.append((k, threading.current_thread())),)
+            )
+            t.start()
+            t.join()
+        time.sleep(0.1)
+        assert applied == [] and doc.calls == [], "nothing touches the page before it has loaded"
+        loop.call_soon_threadsafe(ex._on_page_loaded)  # Panel runs onload callbacks on the server's loop
+        deadline = time.monotonic() + 10
+        while len(applied) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [k for k, _t in applied] == list(range(5)) and all(t is server for _k, t in applied)
+        ex._dispatch(lambda: applied.append("after"))  # once loaded: the document's next tick
+        while not doc.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(doc.calls) == 1 and len(applied) == 5
+    finally:
+        ex._doc, ex._loop, ex._loop_thread, ex._page_ready = saved
+        loop.call_soon_threadsafe(loop.stop)
+        server.join(5)
+        loop.close()
+
+
 def test_bad_arguments(explorer):
     with pytest.raises(ValueError, match="images"):
         Explorer("zoo:resnet_textures")

@@ -51,9 +51,12 @@ def _wait(page, selector: str, timeout: int = 60_000):
     return loc
 
 
-def _views_show(page, i: int, class_name: str, timeout: int = 120_000, log: Path | None = None) -> None:
+def _views_show(
+    page, i: int, class_name: str, timeout: int = 120_000, log: Path | None = None, errors: list | None = None
+) -> None:
     """Every view shows image ``i`` (and the concepts of ``class_name``); on a timeout, the error says what the
-    page showed instead (the "where" view and the status line) and ends with the server's log."""
+    page showed instead (the "where" view and the status line), the browser's console errors, and ends with
+    the server's log."""
     try:
         _check_views(page, i, class_name, timeout)
     except Exception as err:
@@ -70,7 +73,8 @@ def _views_show(page, i: int, class_name: str, timeout: int = 120_000, log: Path
             ([ln for ln in lines if "Explorer" not in ln] + [ln for ln in lines if "Explorer" in ln])[-120:]
         )
         raise AssertionError(
-            f"views of image {i} incomplete: {err}\npage: {shown}\nserver log:\n{tail}"
+            f"views of image {i} incomplete: {err}\npage: {shown}\nconsole errors: {(errors or [])[-20:]}"
+            f"\nserver log:\n{tail}"
         ) from err
 
 
@@ -112,7 +116,7 @@ def test_linked_selection_filters_and_a_busy_worker(page, explorer_server, predi
     page.goto(explorer_server["url"], wait_until="domcontentloaded", timeout=300_000)
     _wait(page, ".wb-dataset-viewer .wb-thumb", 300_000)
     assert _grid_count(page) == N
-    _views_show(page, 0, predicted[0], timeout=300_000, log=explorer_server["log"])
+    _views_show(page, 0, predicted[0], timeout=300_000, log=explorer_server["log"], errors=errors)
     t_first = time.monotonic() - t0
 
     # Another image, of another predicted class: every view follows. While its concepts are fitted and
@@ -128,7 +132,7 @@ def test_linked_selection_filters_and_a_busy_worker(page, explorer_server, predi
     t_cheap = time.monotonic() - t_cheap
     busy_after_cheap = page.locator(".wb-ex-status").get_attribute("data-busy") == "1"
     page.locator(".wb-dataset-viewer input[type=checkbox]").first.click()  # back on
-    _views_show(page, j, predicted[j], log=explorer_server["log"])
+    _views_show(page, j, predicted[j], log=explorer_server["log"], errors=errors)
     t_select = time.monotonic() - t1
     _wait(page, '.wb-ex-status[data-busy="0"]')
     shot = screenshot_dir / "explorer.png"
@@ -167,7 +171,7 @@ def test_linked_selection_filters_and_a_busy_worker(page, explorer_server, predi
     assert page.locator(".wb-ex-status").get_attribute("data-busy") == "1"
     assert "held job (test)" in page.locator(".wb-ex-status").inner_text(), "the heavy job was still running"
     page.locator(".wb-test-release button").click()
-    _views_show(page, k, predicted[k], log=explorer_server["log"])
+    _views_show(page, k, predicted[k], log=explorer_server["log"], errors=errors)
 
     assert not [e for e in errors if "favicon" not in e], errors
     assert not requests.external(), requests.external()

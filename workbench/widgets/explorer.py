@@ -131,7 +131,11 @@ class Explorer(LayoutViewer):
         except RuntimeError:  # a script: no loop, results are applied on the worker's thread
             self._loop = None
         self._loop_thread = threading.current_thread()
-        self._queue: deque[Callable[[], None]] = deque()
+        self._queue: deque[Callable[[], None]] = deque()  # results held for the kernel's loop, or the page
+        # A served page takes results once Panel knows it loaded (its onload): a layout changed after the browser
+        # pulled the document but before then is dropped by Panel 1.9 (its hold drains such events, assuming
+        # the document is serialized later), and the view never fills in (reproduced: tests/test_explorer.py).
+        self._page_ready, self._gate = self._doc is None, threading.Lock()
         super().__init__()
         self.param.selected.bounds = (0, session.n - 1)
         self._build(concepts, concept_names)
@@ -140,6 +144,7 @@ class Explorer(LayoutViewer):
         session.on_progress(self._on_progress)
         if self._doc is not None:  # a closed browser tab stops listening to the shared session
             pn.state.on_session_destroyed(lambda _ctx: self._detach())
+            pn.state.onload(self._on_page_loaded)
         self._on_selected()
         self._request(session.dictionary(), self._show_dictionary, None, "atoms")
 
@@ -200,8 +205,8 @@ class Explorer(LayoutViewer):
 
     # ------------------------------------------------------------------ threading
     def _dispatch(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` where it may touch the page: the served document's next tick, the notebook kernel's
-        loop, or here (a script)."""
+        """Run ``fn`` where it may touch the page: the served document's next tick (held until the page has
+        loaded), the notebook kernel's loop, or here (a script)."""
         if self._doc is None:
             if self._loop is None or threading.current_thread() is self._loop_thread:
                 fn()
@@ -211,6 +216,8 @@ class Explorer(LayoutViewer):
                 self._loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the kernel's loop is closed: nothing displays these views any more
                 self._queue.clear()
+        elif not self._page_ready and self._hold_for_page(fn):
+            return
         elif self._loop is not None and threading.current_thread() is not self._loop_thread:
             # Hop to the server's loop before touching the document: its event lists are not thread-safe.
             # A next-tick callback added from this thread while Panel flushes the document's held events on
@@ -231,6 +238,27 @@ class Explorer(LayoutViewer):
             self._doc.add_next_tick_callback(fn)
         except Exception:  # noqa: BLE001 - the session closed between the check and the call
             self._detach()
+
+    def _hold_for_page(self, fn: Callable[[], None]) -> bool:
+        """Keep ``fn`` until the served page has loaded; False if it just did (then dispatch ``fn`` now)."""
+        with self._gate:
+            if not self._page_ready:
+                self._queue.append(fn)
+            return not self._page_ready
+
+    def _on_page_loaded(self) -> None:
+        """Panel's onload (on the server's loop, the page connected): apply the results held until now."""
+        with self._gate:
+            self._page_ready = True
+            held = list(self._queue)
+            self._queue.clear()
+        _LOG.debug("Explorer %x: page loaded, %d held results applied", id(self), len(held))
+        if self._attached:
+            for fn in held:
+                try:
+                    fn()
+                except Exception:  # one view's bug must not keep the others from the page
+                    _LOG.exception("Explorer: a held result failed to apply")
 
     def _drain(self) -> None:
         """Apply the results handed over to this thread, in order."""
@@ -284,6 +312,8 @@ class Explorer(LayoutViewer):
         _LOG.debug("Explorer %x: detached from its page", id(self))
         self._attached = False
         self.session.off_progress(self._on_progress)
+        with self._gate:
+            self._queue.clear()  # results held for a page that never loaded
 
     # ------------------------------------------------------------------ layout
     def _build(self, concepts: Any, concept_names: Any) -> None:
