@@ -64,7 +64,7 @@ PER_MODULE = {
     "test_models.py": 10,
     # browser tests
     "test_voila_tour_browser.py": 40,
-    "test_explorer_browser.py": 50,
+    "test_explorer_browser.py": 90,  # with the slow-onload page (its own session)
     "test_featviz_canvas_browser.py": 25,
     "test_attribution_viewer_browser.py": 30,
     "test_sae_widgets_browser.py": 30,

@@ -34,6 +34,13 @@ def explorer_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def slow_onload_server(tmp_path_factory):
+    """apps/explorer_app.py with WB_APP_SLOW_ONLOAD=6: a page's first results arrive after the browser pulled the
+    document and 6 s before Panel's onload."""
+    yield from _conftest._served(tmp_path_factory, "explorer_app", N, 0, timeout=300, slow_onload="6")
+
+
+@pytest.fixture(scope="module")
 def predicted():
     """The zoo model's predicted class names of the app's images (what the concept view must follow)."""
     from workbench.data import planted_shapes
@@ -250,3 +257,17 @@ def test_jupyterlab_views_fill_in_and_follow_a_click(page, lab_notebook, screens
     page.wait_for_timeout(300)
     page.screenshot(path=str(screenshot_dir / "explorer_lab_views.png"))
     print(f"\nexplorer in JupyterLab: filled and followed a click in {elapsed:.1f} s; screenshot {path}")
+
+
+def test_results_that_arrive_before_the_page_loaded_are_shown(page, slow_onload_server, predicted):
+    """Panel 1.9 drops a layout change made between the browser's pull of the document and the page's onload;
+    the served Explorer holds its results until the onload (slow there on a loaded machine), so the first
+    image's maps and fidelity board appear even when they were computed in that window (before the hold, the
+    where view kept its "computing" placeholder: how the full suite's Explorer test once waited 300 s)."""
+    page, _requests, errors = page
+    page.goto(slow_onload_server["url"], wait_until="domcontentloaded", timeout=300_000)
+    _wait(page, ".wb-dataset-viewer .wb-thumb", 300_000)
+    _views_show(page, 0, predicted[0], timeout=120_000, log=slow_onload_server["log"], errors=errors)
+    log = slow_onload_server["log"].read_text(errors="replace")
+    held = [int(n) for n in re.findall(r"page loaded, (\d+) held results applied", log)]
+    assert held and max(held) > 0, "the first results did arrive before the onload (the case under test)"

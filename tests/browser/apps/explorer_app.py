@@ -11,7 +11,11 @@ Under the Explorer, two buttons used by the responsiveness test: "hold the worke
 occupies the session's background thread until "release" is clicked (a stand-in for a long computation
 whose end the test decides), so the test can click while the worker is busy.
 
-Environment variables (all optional): WB_APP_N (images, default 16), WB_APP_SEED (default 0).
+Environment variables (all optional): WB_APP_N (images, default 16), WB_APP_SEED (default 0),
+WB_APP_SLOW_ONLOAD (seconds, default 0: off): each page gets its own session whose worker is held until the
+browser has rendered the page (its DocumentReady), and Panel's onload then comes that many seconds late, as a
+slow first render on a loaded machine makes it: the page's first results arrive in between, when Panel 1.9
+drops a layout's change (the regression test of the Explorer's hold-until-onload).
 """
 
 import os
@@ -46,7 +50,30 @@ if __name__.startswith("bokeh"):  # run by `panel serve`
 
     from workbench.widgets import Explorer
 
-    session, data = pn.state.as_cached("explorer_app", make_session)
+    slow_onload = float(os.environ.get("WB_APP_SLOW_ONLOAD", "0"))
+    if slow_onload:
+        from panel.io.state import state
+
+        doc, page_up = pn.state.curdoc, threading.Event()
+        session, data = make_session()
+        session._worker.submit(
+            lambda report: page_up.wait(60), "held until the page is up (test)", priority=-1
+        )
+        # (default arguments: Bokeh clears this module's globals when its session ends)
+        pn.state.on_session_destroyed(lambda _ctx, up=page_up, s=session: (up.set(), s.close()))
+        releases = pn.state.cache.setdefault("explorer_app_releases", {})
+        releases[doc] = page_up
+        if "explorer_app_on_load" not in pn.state.cache:  # once per server: Panel's onload, late
+            on_load = pn.state.cache["explorer_app_on_load"] = state._schedule_on_load
+
+            def late_on_load(doc, event, releases=releases, on_load=on_load, ms=int(slow_onload * 1000)):
+                if doc in releases:
+                    releases.pop(doc).set()  # the browser has the page: results may come now
+                doc.add_timeout_callback(lambda: on_load(doc, event), ms)
+
+            state._schedule_on_load = late_on_load
+    else:
+        session, data = pn.state.as_cached("explorer_app", make_session)
     explorer = Explorer(session, concepts=data.concepts, concept_names=data.concept_names,
                         title="Explorer \u00b7 zoo:resnet_textures on PlantedShapes")  # fmt: skip
     gate = threading.Event()
