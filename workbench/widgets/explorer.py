@@ -12,8 +12,8 @@ The Explorer computes nothing: an :class:`~workbench.explain.session.ExploreSess
 thread, caching every result; each view shows "computing..." and the progress line shows the jobs until
 their results arrive, so the page answers clicks all along. Results reach the page through the server's
 event loop and then the Bokeh document's next tick under ``panel serve`` (a document may only be touched from
-the loop's thread), and through the kernel's event loop in a notebook (Panel's updates are not safe from two
-threads at once).
+the loop's thread; results that come before the page has loaded wait for Panel's onload), and through the
+kernel's event loop in a notebook (Panel's updates are not safe from two threads at once).
 ``workbench explore MODEL`` serves it; in JupyterLab, display ``Explorer(...)``.
 """
 
