@@ -48,7 +48,8 @@ def test_every_view_follows_the_selected_image(explorer):
     av = ex.attribution_viewer
     assert isinstance(av, AttributionViewer) and torch.equal(av.images[0], s.images[j])
     assert av.ids == [j] and f"Image #{j}" in av._detail_info.object  # the grid's number, not position 0
-    assert f"image #{j}" in av._metrics_pane.object
+    panel = av._metrics_pane.object  # one image: its curves and values, no "mean of 1 images" beside them
+    assert f"image #{j}" in panel and 'data-scope="mean"' not in panel and "wb-mean" not in panel
     assert set(av.method_names) == set(s.methods) and set(av.curves) == set(s.methods)
     scores = s.fidelities(j).result()
     assert isinstance(ex.metrics_board, MetricsBoard)

@@ -421,7 +421,7 @@ class AttributionViewer(PagedViewer):
             view.on_pick(self._on_pick)
         kinds = sorted({"signed" if s else "unsigned" for s in self.signed.values()})
         summary = (
-            f"{self.n} images \u00b7 {self.image_hw[0]}\u00d7{self.image_hw[1]} px \u00b7"
+            f"{self.n} image{'s' if self.n != 1 else ''} \u00b7 {self.image_hw[0]}\u00d7{self.image_hw[1]} px \u00b7"
             f" {len(self.method_names)} methods ({', '.join(kinds)})"
         )
         hint = "hover a map to read values \u00b7 click a row to compare methods"

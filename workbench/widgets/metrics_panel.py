@@ -343,7 +343,8 @@ def curves_html(
     axis: str = "data",
     label: int | None = None,
 ) -> str:
-    """The curves section: per kind, a plot for image ``index`` and one of the mean over ``n`` images.
+    """The curves section: per kind, a plot for image ``index`` and one of the mean over ``n`` images (none
+    when ``n`` is 1).
 
     ``axis`` sets the y axis of each plot: ``"data"`` fits the plotted curves, ``"relative"`` divides
     each curve by its image's clean score (:func:`clean_score`) and fits those, ``"fixed"`` is [0, 1]
@@ -357,7 +358,7 @@ def curves_html(
     focus = focus if focus in shown else None
     esc = html.escape
     figures = []
-    for scope in ("image", "mean"):
+    for scope in ("image", "mean") if n > 1 else ("image",):  # the mean of one image is that image
         for kind in kinds:
             series = []
             for m in shown:
@@ -427,6 +428,8 @@ def metrics_html(
         nonlocal per_image
         if v is None:
             return "<td>\u2013</td>"
+        if isinstance(v, np.ndarray) and n == 1:
+            return f"<td>{fmt(float(v[index]))}</td>"
         if isinstance(v, np.ndarray):
             per_image = True
             mean = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
