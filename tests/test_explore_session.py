@@ -8,6 +8,8 @@ plumbing, not the quality of concepts or atoms (their own tests do)."""
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import CancelledError
 
 import numpy as np
 import pytest
@@ -207,6 +209,31 @@ def test_worker_runs_by_priority_and_reports_progress():
         assert ("quick", "running") in events and events[-1] == ("long", "done")
     finally:
         worker.close(wait=True)
+
+
+def test_closing_stops_the_running_job_and_fails_what_gathers_the_cancelled_ones():
+    """A server stopped while an SAE trains exits at once: the running job stops at its next progress report
+    (CancelledError in its future), queued jobs are cancelled, and a gather of them completes with
+    CancelledError (it used to raise inside its callback and never complete)."""
+    events, started = [], threading.Event()
+    worker = BackgroundWorker(on_progress=lambda p: events.append((p.task, p.state)))
+
+    def training(report):
+        started.set()
+        for step in range(10_000):
+            report(step, 10_000)
+            time.sleep(0.01)
+
+    running = worker.submit(training, "training")
+    queued = worker.submit(lambda report: "never", "queued")
+    both = gather({"a": running, "b": queued})
+    assert started.wait(30)
+    t0 = time.monotonic()
+    worker.close(wait=True)
+    assert time.monotonic() - t0 < 5, "close waited for the whole training"
+    assert isinstance(running.exception(5), CancelledError) and queued.cancelled()
+    assert isinstance(both.exception(5), CancelledError)
+    assert ("training", "cancelled") in events
 
 
 def test_the_caller_is_never_blocked_by_a_running_job(session):

@@ -59,11 +59,16 @@ def _wait(page, selector: str, timeout: int = 60_000):
 
 
 def _views_show(
-    page, i: int, class_name: str, timeout: int = 120_000, log: Path | None = None, errors: list | None = None
+    page,
+    i: int,
+    class_name: str | None,
+    timeout: int = 120_000,
+    log: Path | None = None,
+    errors: list | None = None,
 ) -> None:
-    """Every view shows image ``i`` (and the concepts of ``class_name``); on a timeout, the error says what the
-    page showed instead (the "where" view and the status line), the browser's console errors, and ends with
-    the server's log."""
+    """Every view shows image ``i`` (and the concepts of ``class_name``; None: only the "where" view, its maps
+    and fidelity board, is checked); on a timeout, the error says what the page showed instead (the "where"
+    view and the status line), the browser's console errors, and ends with the server's log."""
     try:
         _check_views(page, i, class_name, timeout)
     except Exception as err:
@@ -92,6 +97,8 @@ def _check_views(page, i: int, class_name: str, timeout: int) -> None:
     _wait(page, '.wb-ex-where .wb-detail-info[data-methods="saliency,gradient_input"]', timeout)
     board = _wait(page, ".wb-ex-where .wb-metrics-board table", timeout)
     assert "deletion AUC" in board.inner_text() and "MuFidelity" in board.inner_text()
+    if class_name is None:
+        return
     _wait(page, f'.wb-cg-detail[data-image="{i}"]', timeout)
     page.locator(".wb-concept-gallery").get_by_text(f"Concepts of {class_name}").first.wait_for(
         timeout=timeout
@@ -259,7 +266,7 @@ def test_jupyterlab_views_fill_in_and_follow_a_click(page, lab_notebook, screens
     print(f"\nexplorer in JupyterLab: filled and followed a click in {elapsed:.1f} s; screenshot {path}")
 
 
-def test_results_that_arrive_before_the_page_loaded_are_shown(page, slow_onload_server, predicted):
+def test_results_that_arrive_before_the_page_loaded_are_shown(page, slow_onload_server):
     """Panel 1.9 drops a layout change made between the browser's pull of the document and the page's onload;
     the served Explorer holds its results until the onload (slow there on a loaded machine), so the first
     image's maps and fidelity board appear even when they were computed in that window (before the hold, the
@@ -267,7 +274,7 @@ def test_results_that_arrive_before_the_page_loaded_are_shown(page, slow_onload_
     page, _requests, errors = page
     page.goto(slow_onload_server["url"], wait_until="domcontentloaded", timeout=300_000)
     _wait(page, ".wb-dataset-viewer .wb-thumb", 300_000)
-    _views_show(page, 0, predicted[0], timeout=120_000, log=slow_onload_server["log"], errors=errors)
+    _views_show(page, 0, None, timeout=120_000, log=slow_onload_server["log"], errors=errors)
     log = slow_onload_server["log"].read_text(errors="replace")
     held = [int(n) for n in re.findall(r"page loaded, (\d+) held results applied", log)]
     assert held and max(held) > 0, "the first results did arrive before the onload (the case under test)"

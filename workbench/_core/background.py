@@ -5,7 +5,9 @@ training, feature visualization) to a :class:`BackgroundWorker`, so the thread t
 never waits for a model. One thread, not a pool: the jobs share one model, and a model's forward hooks
 (``Model.activations``, featviz captures) are global to its modules, so two jobs running the model at
 once would read each other's activations. A priority queue keeps interactive work (the selected
-image's maps) ahead of long work (training an SAE); a running job is never interrupted.
+image's maps) ahead of long work (training an SAE); a running job is never interrupted by other work.
+Closing the worker (and the interpreter's exit, which closes it) cancels the queued jobs and stops the
+running one at its next progress report, so a server stopped while an SAE trains exits at once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +112,8 @@ class BackgroundWorker:
         return future.result()
 
     def close(self, wait: bool = False) -> None:
-        """Stop after the running job; queued jobs are cancelled."""
+        """Stop: queued jobs are cancelled, the running job stops at its next progress report (a job that
+        reports none runs to its end); ``wait``: until the thread has ended."""
         if self._closed:
             if wait:
                 self._thread.join()
@@ -137,6 +140,8 @@ class BackgroundWorker:
 
     def _execute(self, future: Future, fn: Callable, progress: JobProgress) -> None:
         def report(done: int, total: int) -> None:
+            if self._closed:  # the worker is closing: the job stops here (its future gets CancelledError)
+                raise CancelledError(f"{progress.task}: stopped, the worker was closed")
             progress.done, progress.total = int(done), int(total)
             self._emit(progress)
 
@@ -146,7 +151,11 @@ class BackgroundWorker:
         try:
             result = fn(report)
         except BaseException as err:  # noqa: BLE001 - handed to whoever waits on the future
-            progress.state, progress.error = "failed", f"{type(err).__name__}: {err}"
+            stopped = isinstance(err, CancelledError) and self._closed
+            progress.state, progress.error = (
+                "cancelled" if stopped else "failed",
+                f"{type(err).__name__}: {err}",
+            )
             future.set_exception(err)
         else:
             progress.state = "done"
@@ -187,7 +196,9 @@ def gather(futures: Mapping[Any, Future]) -> Future:
             left[0] -= 1
             if left[0]:
                 return
-        errors = [f.exception() for f in items.values() if f.exception() is not None]
+        # a cancelled future (its worker closed) has no exception to read: it fails the gathered one
+        errors = [CancelledError("a gathered job was cancelled") if f.cancelled() else f.exception()
+                  for f in items.values() if f.cancelled() or f.exception() is not None]  # fmt: skip
         if errors:
             out.set_exception(errors[0])
         else:

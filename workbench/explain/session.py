@@ -283,7 +283,8 @@ class ExploreSession:
         self._worker.submit(lambda _report: None, "idle", priority=10**9).result(timeout)
 
     def close(self) -> None:
-        """Stop the background thread after its running job (queued jobs are cancelled)."""
+        """Stop the background thread: queued jobs are cancelled, the running one stops at its next progress
+        report."""
         self._worker.close()
 
     def _request(self, key: tuple, kind: str, task: str, compute: Callable, count: bool = True) -> Future:

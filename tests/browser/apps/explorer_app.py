@@ -40,6 +40,15 @@ def make_session(n: int = N, seed: int = SEED):
     return session, data
 
 
+def wait_reporting(event: threading.Event, report, limit: float = 120.0) -> None:
+    """Wait for ``event`` (at most ``limit`` s, the tests' limits), reporting progress so that the worker's
+    close (the server stopping) ends the wait at once."""
+    for _ in range(int(limit / 0.1)):
+        report(0, 1)
+        if event.wait(0.1):
+            return
+
+
 if __name__.startswith("bokeh"):  # run by `panel serve`
     import logging
 
@@ -56,9 +65,8 @@ if __name__.startswith("bokeh"):  # run by `panel serve`
 
         doc, page_up = pn.state.curdoc, threading.Event()
         session, data = make_session()
-        session._worker.submit(
-            lambda report: page_up.wait(60), "held until the page is up (test)", priority=-1
-        )
+        session._worker.submit(lambda report: wait_reporting(page_up, report), "held until the page is up (test)",
+                               priority=-1)  # fmt: skip
         # (default arguments: Bokeh clears this module's globals when its session ends)
         pn.state.on_session_destroyed(lambda _ctx, up=page_up, s=session: (up.set(), s.close()))
         releases = pn.state.cache.setdefault("explorer_app_releases", {})
@@ -81,9 +89,7 @@ if __name__.startswith("bokeh"):  # run by `panel serve`
     release = pn.widgets.Button(name="release", css_classes=["wb-test-release"], width=100)
 
     def held(report):
-        report(0, 1)
-        gate.wait(120)  # never longer than the test's limits
-        return None
+        wait_reporting(gate, report)
 
     def on_hold(_event):
         gate.clear()
